@@ -1,0 +1,1 @@
+//! deskmail-cli (being built).

@@ -1,0 +1,1 @@
+//! deskmail-config (being built).

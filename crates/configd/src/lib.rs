@@ -1,0 +1,1 @@
+//! deskmail-configd (being built).

@@ -1,0 +1,1 @@
+//! deskmail-core (being built).

@@ -1,0 +1,1 @@
+//! deskmail-fetcher (being built).

@@ -1,0 +1,1 @@
+//! deskmail-mq (being built).

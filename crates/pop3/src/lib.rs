@@ -1,0 +1,1 @@
+//! deskmail-pop3 (being built).

@@ -1,0 +1,1 @@
+//! deskmail-proto (being built).

@@ -1,0 +1,1 @@
+//! deskmail-router (being built).

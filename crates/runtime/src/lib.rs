@@ -1,0 +1,1 @@
+//! deskmail-runtime (being built).

@@ -1,0 +1,1 @@
+//! deskmail-sender (being built).

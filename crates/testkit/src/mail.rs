@@ -1,0 +1,1 @@
+//! Private Dovecot + Postfix per test (being built).

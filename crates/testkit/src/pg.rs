@@ -1,0 +1,1 @@
+//! PostgreSQL database per test (being built).

@@ -1,0 +1,1 @@
+//! RabbitMQ vhost per test (being built).
