@@ -2,6 +2,7 @@
 //!
 //! - [`rabbit::Vhost`]: a RabbitMQ vhost of its own on the local broker (management HTTP API).
 //! - [`pg::Database`]: a PostgreSQL database of its own on the local server.
+//! - [`process::DaemonProcess`]: a daemon binary run as its own process (logs, signals).
 //! - [`mail::MailStack`]: private Dovecot (IMAP, IMAPS, POP3, POP3S) and Postfix (SMTP with
 //!   AUTH over STARTTLS and implicit TLS) instances on free high ports.
 //!
@@ -11,6 +12,7 @@
 
 pub mod mail;
 pub mod pg;
+pub mod process;
 pub mod rabbit;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,7 +28,17 @@ pub fn unique(prefix: &str) -> String {
         .unwrap_or(0);
     let clean: String = prefix
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
-    format!("deskmail-test-{clean}-{}-{n}-{:x}", std::process::id(), nanos & 0xffff)
+    format!(
+        "deskmail-test-{clean}-{}-{n}-{:x}",
+        std::process::id(),
+        nanos & 0xffff
+    )
 }

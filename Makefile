@@ -1,0 +1,39 @@
+# deskmail — `make help` lists the targets. The two a newcomer needs: `make run`, `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-9s %s\n", $$1, $$2}'
+
+services: ## Install (apt-get, as root) and start what is missing: RabbitMQ, PostgreSQL, Dovecot, Postfix, test clients
+	@scripts/ensure-services.sh
+
+build: ## Build every daemon and deskmailctl
+	$(CARGO) build --workspace --bins
+
+run: services build ## Start the whole system on the embedded defaults (Ctrl-C stops it)
+	@scripts/run.sh
+
+test: services ## Run every test against real services
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace --no-fail-fast
+else
+	$(CARGO) test --workspace --no-fail-fast
+endif
+
+bench: services ## Measure throughput (prints figures next to the peers measured in the same run)
+	$(CARGO) bench -p deskmail-mq --bench throughput
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: ## Formatting check and clippy with -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+ci: lint test ## What CI runs
+
+.PHONY: help services build run test bench fmt lint ci

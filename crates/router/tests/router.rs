@@ -1,0 +1,13 @@
+//! deskmail-router run as its own process against a real RabbitMQ.
+
+use std::path::Path;
+
+#[tokio::test]
+async fn starts_declares_the_topology_and_stops_on_sigterm() {
+    deskmail_testkit::process::check_broker_daemon_lifecycle(
+        Path::new(env!("CARGO_BIN_EXE_deskmail-router")),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/router.example.toml"),
+    )
+    .await
+    .unwrap();
+}

@@ -1,0 +1,155 @@
+//! A daemon binary run as its own process, the way an operator runs it: captured logs,
+//! waiting for a log line, SIGTERM or SIGKILL, and the exit status.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A running daemon. Killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
+#[derive(Debug)]
+pub struct DaemonProcess {
+    name: String,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl DaemonProcess {
+    /// Starts `binary` with `args`, a clean environment except `PATH`, `HOME` and `envs`
+    /// (the daemons refuse unknown `DESKMAIL_*` variables, so the test's own environment
+    /// must not leak in). Standard error and output are collected line by line.
+    pub fn spawn(binary: &Path, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut cmd = Command::new(binary);
+        cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for key in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd.envs(envs.iter().copied());
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", binary.display()))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            collect(out, log.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            collect(err, log.clone());
+        }
+        Ok(Self { name, child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every line logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until a logged line contains `needle`; fails with the log when the process
+    /// exits first or `timeout` passes.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return Ok(line);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited ({status}) before logging {needle:?}; log:\n{}", self.name, self.log().join("\n"));
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not log {needle:?} within {timeout:?}; log:\n{}", self.name, self.log().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal("TERM")?;
+        self.wait(timeout)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) -> anyhow::Result<ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`).
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -{name} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits for the exit, failing (with the log) after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // Give the reader threads a moment to take the last lines.
+                std::thread::sleep(Duration::from_millis(20));
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} still running after {timeout:?}; log:\n{}", self.name, self.log().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = log.lock() {
+                l.push(line);
+            }
+        }
+    });
+}
+
+/// The lifecycle every broker daemon (fetcher, router, sender) must show: started with its
+/// example config on a vhost of its own, it logs `Ready.`, has declared the design's topology
+/// (the inbound and outbound work queues exist as quorum queues), stops on SIGTERM with exit
+/// code 0 and `Stopped.`, and never logs the AMQP password.
+pub async fn check_broker_daemon_lifecycle(binary: &Path, example_config: &Path) -> anyhow::Result<()> {
+    let vhost = crate::rabbit::Vhost::create("lifecycle")?;
+    let url = vhost.amqp_url();
+    let config = example_config.to_str().context("config path is not UTF-8")?;
+    let mut daemon = DaemonProcess::spawn(binary, &["--config", config], &[("DESKMAIL_AMQP__URL", url.as_str())])?;
+    daemon.wait_for_log("Ready.", Duration::from_secs(30))?;
+    for queue in ["deskmail.inbound.raw", "deskmail.outbound.jobs"] {
+        let info = vhost.queue_info(queue).await?;
+        if info["type"] != "quorum" {
+            bail!("{queue} is not a quorum queue: {info}");
+        }
+    }
+    let status = daemon.terminate(Duration::from_secs(15))?;
+    let log = daemon.log().join("\n");
+    if !status.success() || !log.contains("Stopped.") {
+        bail!("{} did not stop cleanly ({status}); log:\n{log}", daemon.name);
+    }
+    if log.contains("guest:guest") {
+        bail!("{} logged the AMQP password:\n{log}", daemon.name);
+    }
+    Ok(())
+}
