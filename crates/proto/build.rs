@@ -20,9 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     files.sort();
     let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("deskmail_descriptor.bin");
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(&descriptor)
-        .compile_protos(&files, &[root])?;
+    tonic_prost_build::configure().file_descriptor_set_path(&descriptor).compile_protos(&files, &[root])?;
     Ok(())
 }
 

@@ -36,7 +36,10 @@ impl Validate for CliConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         if !matches!(self.endpoint.scheme(), "http" | "https") {
-            problems.push(("endpoint".into(), format!("{:?} is not an http:// or https:// URL", self.endpoint.as_str())));
+            problems.push((
+                "endpoint".into(),
+                format!("{:?} is not an http:// or https:// URL", self.endpoint.as_str()),
+            ));
         }
         if let Some(ca) = &self.ca_file
             && !ca.is_file()

@@ -88,9 +88,11 @@ async fn execute(config: &CliConfig, output: Output, command: Command) -> anyhow
             let mut out = std::io::stdout().lock();
             match output {
                 Output::Table => writeln!(out, "{}: {status}", config.endpoint)?,
-                Output::Json => {
-                    writeln!(out, "{}", serde_json::json!({"endpoint": config.endpoint.as_str(), "status": status}))?
-                }
+                Output::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"endpoint": config.endpoint.as_str(), "status": status})
+                )?,
             }
             Ok(if serving { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) })
         }

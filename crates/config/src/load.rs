@@ -42,10 +42,8 @@ pub fn load_with_env_prefix<T: DeserializeOwned + Validate>(
         .unwrap_or_else(|| "defaults".to_owned());
     let mut figment = Figment::new();
     if let Some(path) = path {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Unreadable { path: path.display().to_string(), source })?;
         figment = figment.merge(Toml::string(&text));
     }
     figment = figment.merge(Env::prefixed(env_prefix).split("__"));
@@ -55,7 +53,11 @@ pub fn load_with_env_prefix<T: DeserializeOwned + Validate>(
     let problems: Vec<Problem> = value
         .validate()
         .into_iter()
-        .map(|(key, message)| Problem { source: source_of(&figment, &key, &file_label, env_prefix), key, message })
+        .map(|(key, message)| Problem {
+            source: source_of(&figment, &key, &file_label, env_prefix),
+            key,
+            message,
+        })
         .collect();
     if problems.is_empty() { Ok(value) } else { Err(ConfigError::Invalid(problems)) }
 }

@@ -41,7 +41,8 @@ impl Validate for ConfigServiceConfig {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         if !matches!(self.url.scheme(), "http" | "https") {
-            problems.push(("url".into(), format!("{:?} is not an http:// or https:// URL", self.url.as_str())));
+            problems
+                .push(("url".into(), format!("{:?} is not an http:// or https:// URL", self.url.as_str())));
         }
         if self.token.is_empty() {
             problems.push(("token".into(), "must not be empty".into()));
@@ -106,7 +107,10 @@ fn default_max_connections() -> u32 {
 impl DatabaseConfig {
     /// A SQLite database file under `dir` (created when missing).
     pub fn sqlite_in(dir: &str, name: &str) -> Self {
-        Self { url: Secret::new(format!("sqlite://{dir}/{name}.db?mode=rwc")), max_connections: default_max_connections() }
+        Self {
+            url: Secret::new(format!("sqlite://{dir}/{name}.db?mode=rwc")),
+            max_connections: default_max_connections(),
+        }
     }
 
     pub fn is_sqlite(&self) -> bool {

@@ -109,9 +109,14 @@ impl Validate for ListenConfig {
 impl Validate for SecretsConfig {
     fn validate(&self) -> Vec<(String, String)> {
         match (&self.key_file, &self.key) {
-            (None, None) => vec![("key_file".into(), "is required (or key): configd will not store secrets without an encryption key".into())],
+            (None, None) => vec![(
+                "key_file".into(),
+                "is required (or key): configd will not store secrets without an encryption key".into(),
+            )],
             (Some(_), Some(_)) => vec![("key".into(), "give key_file or key, not both".into())],
-            (Some(p), None) if !p.is_file() => vec![("key_file".into(), format!("{} is not a readable file", p.display()))],
+            (Some(p), None) if !p.is_file() => {
+                vec![("key_file".into(), format!("{} is not a readable file", p.display()))]
+            }
             _ => Vec::new(),
         }
     }
@@ -176,7 +181,10 @@ mod tests {
     #[test]
     fn missing_key_is_refused_with_the_key_named() {
         let err = example_with_key("key_file = \"/nonexistent/configd.key\"").unwrap_err().to_string();
-        assert!(err.contains("configd.toml: secrets.key_file: /nonexistent/configd.key is not a readable file"), "{err}");
+        assert!(
+            err.contains("configd.toml: secrets.key_file: /nonexistent/configd.key is not a readable file"),
+            "{err}"
+        );
         let err = example_with_key("").unwrap_err().to_string();
         assert!(err.contains("secrets.key_file: is required"), "{err}");
     }

@@ -12,7 +12,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[tokio::test]
+// Multi-threaded: the client's connection task must keep running while this test blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_health_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("configd.key");
@@ -31,7 +32,12 @@ async fn serves_health_and_stops_on_sigterm() {
     )
     .unwrap();
     configd.wait_for_log("Listening.", Duration::from_secs(30)).unwrap();
-    let mut health = HealthClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
     let reply = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(reply.status(), ServingStatus::Serving);
     let status = configd.terminate(Duration::from_secs(15)).unwrap();
@@ -52,5 +58,10 @@ fn refuses_to_start_without_an_encryption_key() {
     let status = configd.wait(Duration::from_secs(15)).unwrap();
     assert_eq!(status.code(), Some(78));
     let log = configd.log().join("\n");
-    assert!(log.contains("DESKMAIL_SECRETS__KEY_FILE: secrets.key_file: /nonexistent/deskmail.key is not a readable file"), "{log}");
+    assert!(
+        log.contains(
+            "DESKMAIL_SECRETS__KEY_FILE: secrets.key_file: /nonexistent/deskmail.key is not a readable file"
+        ),
+        "{log}"
+    );
 }
