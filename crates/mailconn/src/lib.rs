@@ -1,0 +1,1 @@
+//! deskmail-mailconn (being built).
