@@ -7,6 +7,11 @@
 //! resource services land with the configd issue.
 
 mod config;
+pub mod fieldmask;
+pub mod presets;
+pub mod resource;
+pub mod secrets;
+pub mod store;
 
 use std::net::SocketAddr;
 

@@ -30,7 +30,7 @@ impl Database {
             Some(t) => format!("CREATE DATABASE \"{name}\" TEMPLATE \"{t}\""),
             None => format!("CREATE DATABASE \"{name}\""),
         };
-        sqlx::raw_sql(&sql)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
             .execute(&mut admin)
             .await
             .with_context(|| format!("{sql} on {ADMIN_URL}"))?;
@@ -59,7 +59,7 @@ impl Drop for Database {
                 .build()?;
             rt.block_on(async {
                 let mut admin = admin_connection().await?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
                     .execute(&mut admin)
                     .await?;
                 Ok(())

@@ -1,0 +1,246 @@
+//! The config database: resources, encrypted secrets, mailbox status, fetch leases and the
+//! config revision, on SQLite (the embedded default) or PostgreSQL, one migration set.
+
+pub mod entity;
+mod leases;
+mod migration;
+mod status;
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub use entity::{resource, secret};
+pub use leases::LeaseGrant;
+pub use status::StatusRecord;
+
+use crate::secrets::Sealed;
+use deskmail_config::DatabaseConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("database.url: cannot create the directory {path}: {source}")]
+    Directory {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{kind} named {name:?} exists already")]
+    Duplicate { kind: String, name: String },
+}
+
+/// One write in a [`Store::apply`] batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Insert or replace a resource; `secrets` sets (`Some`) or removes (`None`) the named
+    /// secret fields, others are left as they are.
+    Put { row: resource::Model, secrets: Vec<(String, Option<Sealed>)> },
+    /// Remove a resource with its secrets, status and lease.
+    Delete { id: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+const REVISION_KEY: &str = "revision";
+
+impl Store {
+    /// Connects (creating a SQLite file's directory when needed) and migrates.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let url = config.url.expose();
+        if let Some(path) = sqlite_path(url)
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
+        }
+        let mut options = ConnectOptions::new(url.to_owned());
+        options.max_connections(config.max_connections).sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        if config.is_sqlite() {
+            // WAL lets readers (snapshots) run beside a writer; the busy timeout makes a
+            // second writer wait instead of failing.
+            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;").await?;
+        }
+        migration::Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The config revision: bumped by every change to resources or secrets.
+    pub async fn revision(&self) -> Result<u64, StoreError> {
+        let row = entity::meta::Entity::find_by_id(REVISION_KEY.to_owned()).one(&self.db).await?;
+        Ok(row.map(|r| u64::try_from(r.value).unwrap_or(0)).unwrap_or(0))
+    }
+
+    /// Applies the writes in one transaction and bumps the revision; returns the new one.
+    pub async fn apply(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
+        let tx = self.db.begin().await?;
+        for op in ops {
+            match op {
+                Op::Put { row, secrets } => put(&tx, row, secrets).await?,
+                Op::Delete { id } => delete(&tx, &id).await?,
+            }
+        }
+        let revision = bump_revision(&tx).await?;
+        tx.commit().await?;
+        Ok(revision)
+    }
+
+    /// A page of one kind in (sort key, id) order, after `after` when given; and the total.
+    pub async fn page(
+        &self,
+        kind: &str,
+        after: Option<(String, String)>,
+        limit: u64,
+    ) -> Result<(Vec<resource::Model>, u64), StoreError> {
+        use resource::Column as C;
+        let total = resource::Entity::find().filter(C::Kind.eq(kind)).count(&self.db).await?;
+        let mut query = resource::Entity::find().filter(C::Kind.eq(kind));
+        if let Some((sort_key, id)) = after {
+            query = query.filter(
+                Expr::col(C::SortKey)
+                    .gt(sort_key.clone())
+                    .or(Expr::col(C::SortKey).eq(sort_key).and(Expr::col(C::Id).gt(id))),
+            );
+        }
+        let rows = query.order_by_asc(C::SortKey).order_by_asc(C::Id).limit(limit).all(&self.db).await?;
+        Ok((rows, total))
+    }
+
+    /// Every resource of one kind, in order.
+    pub async fn all(&self, kind: &str) -> Result<Vec<resource::Model>, StoreError> {
+        use resource::Column as C;
+        Ok(resource::Entity::find()
+            .filter(C::Kind.eq(kind))
+            .order_by_asc(C::SortKey)
+            .order_by_asc(C::Id)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// A resource of `kind` by id or by name.
+    pub async fn find(&self, kind: &str, id_or_name: &str) -> Result<Option<resource::Model>, StoreError> {
+        use resource::Column as C;
+        Ok(resource::Entity::find()
+            .filter(C::Kind.eq(kind))
+            .filter(C::Id.eq(id_or_name).or(C::Name.eq(id_or_name)))
+            .order_by_asc(C::Id)
+            .one(&self.db)
+            .await?)
+    }
+
+    /// The sealed secrets of one owner.
+    pub async fn secrets_of(&self, owner: &str) -> Result<Vec<secret::Model>, StoreError> {
+        Ok(secret::Entity::find().filter(secret::Column::OwnerId.eq(owner)).all(&self.db).await?)
+    }
+
+    /// Every sealed secret (for daemon snapshots).
+    pub async fn all_secrets(&self) -> Result<Vec<secret::Model>, StoreError> {
+        Ok(secret::Entity::find().all(&self.db).await?)
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+async fn put(
+    tx: &DatabaseTransaction,
+    row: resource::Model,
+    secrets: Vec<(String, Option<Sealed>)>,
+) -> Result<(), StoreError> {
+    use resource::Column as C;
+    let (kind, name, id) = (row.kind.clone(), row.name.clone(), row.id.clone());
+    let clash = resource::Entity::find()
+        .filter(C::Kind.eq(&kind))
+        .filter(C::Name.eq(&name))
+        .filter(C::Id.ne(&id))
+        .count(tx)
+        .await?;
+    if clash > 0 {
+        return Err(StoreError::Duplicate { kind, name });
+    }
+    let active = resource::ActiveModel {
+        id: Set(row.id),
+        kind: Set(row.kind),
+        name: Set(row.name),
+        sort_key: Set(row.sort_key),
+        data: Set(row.data),
+        created_at: Set(row.created_at),
+        updated_at: Set(row.updated_at),
+    };
+    resource::Entity::insert(active)
+        .on_conflict(
+            OnConflict::column(C::Id)
+                .update_columns([C::Name, C::SortKey, C::Data, C::UpdatedAt])
+                .to_owned(),
+        )
+        .exec(tx)
+        .await
+        .map_err(|e| duplicate_or(e, &kind, &name))?;
+    for (field, sealed) in secrets {
+        secret::Entity::delete_many()
+            .filter(secret::Column::OwnerId.eq(&id))
+            .filter(secret::Column::Field.eq(&field))
+            .exec(tx)
+            .await?;
+        if let Some(sealed) = sealed {
+            secret::Entity::insert(secret::ActiveModel {
+                owner_id: Set(id.clone()),
+                field: Set(field),
+                nonce: Set(sealed.nonce),
+                ciphertext: Set(sealed.ciphertext),
+            })
+            .exec(tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A unique-index violation on (kind, name) from a concurrent writer.
+fn duplicate_or(e: DbErr, kind: &str, name: &str) -> StoreError {
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("unique") || text.contains("duplicate") {
+        StoreError::Duplicate { kind: kind.to_owned(), name: name.to_owned() }
+    } else {
+        StoreError::Db(e)
+    }
+}
+
+async fn delete(tx: &DatabaseTransaction, id: &str) -> Result<(), StoreError> {
+    resource::Entity::delete_by_id(id.to_owned()).exec(tx).await?;
+    secret::Entity::delete_many().filter(secret::Column::OwnerId.eq(id)).exec(tx).await?;
+    entity::status::Entity::delete_many().filter(entity::status::Column::MailboxId.eq(id)).exec(tx).await?;
+    entity::lease::Entity::delete_by_id(id.to_owned()).exec(tx).await?;
+    Ok(())
+}
+
+async fn bump_revision(tx: &DatabaseTransaction) -> Result<u64, StoreError> {
+    use entity::meta;
+    meta::Entity::insert(meta::ActiveModel { key: Set(REVISION_KEY.to_owned()), value: Set(1) })
+        .on_conflict(
+            OnConflict::column(meta::Column::Key)
+                .value(meta::Column::Value, Expr::col((meta::Entity, meta::Column::Value)).add(1))
+                .to_owned(),
+        )
+        .exec(tx)
+        .await?;
+    let row = meta::Entity::find_by_id(REVISION_KEY.to_owned()).one(tx).await?;
+    Ok(row.map(|r| u64::try_from(r.value).unwrap_or(0)).unwrap_or(0))
+}
