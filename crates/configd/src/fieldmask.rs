@@ -121,7 +121,12 @@ mod tests {
         pb::Mailbox {
             id: "m1".into(),
             name: "support".into(),
-            inbound: Some(pb::InboundSettings { host: "a.example".into(), port: 993, folder: "INBOX".into(), ..Default::default() }),
+            inbound: Some(pb::InboundSettings {
+                host: "a.example".into(),
+                port: 993,
+                folder: "INBOX".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -159,6 +164,9 @@ mod tests {
     fn bad_paths_are_named() {
         let err = apply(&mailbox(), &mailbox(), &["nope".into(), "id".into(), "name.x".into()]).unwrap_err();
         let text = format!("{err:?}");
-        assert!(text.contains("no such field") && text.contains("output only") && text.contains("no sub-fields"), "{text}");
+        assert!(
+            text.contains("no such field") && text.contains("output only") && text.contains("no sub-fields"),
+            "{text}"
+        );
     }
 }

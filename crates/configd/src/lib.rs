@@ -1,25 +1,34 @@
 //! deskmail-configd: the gRPC config service. Admins manage mailboxes, queues, addresses,
 //! contracts, companies, filters and settings through it; the daemons watch their config,
-//! report mailbox status and take fetch leases from it. Owns the config database.
+//! report mailbox status and take fetch leases from it. Owns the config database (SQLite by
+//! default, PostgreSQL by URL) and the at-rest encryption of mailbox secrets.
 //!
-//! Status: the foundation only. It serves `grpc.health.v1` and server reflection on the
-//! configured listener (TLS when a certificate is set) and stops cleanly on SIGTERM; the
-//! resource services land with the configd issue.
+//! Depends on `deskmail-proto` for the wire types, `deskmail-mailconn` for connection tests,
+//! and the config/runtime crates; no daemon depends on it.
 
+pub mod auth;
 mod config;
 pub mod fieldmask;
 pub mod presets;
 pub mod resource;
 pub mod secrets;
+pub mod service;
+pub mod state;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub use config::Config;
+pub use config::{AuthConfig, Config, ListenConfig, SecretsConfig};
+use deskmail_proto::v1 as pb;
 use deskmail_runtime::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-/// Why configd stopped.
+use crate::state::{AppState, Snapshots};
+
+/// Why configd stopped (or did not start).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigdError {
     #[error("cannot read {path}: {source}")]
@@ -28,15 +37,38 @@ pub enum ConfigdError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretsError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     #[error("listen: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves until `shutdown` is cancelled, then lets calls in flight finish.
+/// How long calls in flight (and Watch streams) get after SIGTERM before configd closes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Opens the store and the secrets key, then serves until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ConfigdError> {
+    let secrets = secrets::SecretBox::from_config(&config.secrets)?;
+    let store = store::Store::open(&config.database).await?;
+    let (snapshots, _) = tokio::sync::watch::channel(Arc::new(Snapshots::default()));
+    let state = AppState { store, secrets, snapshots };
+    service::snapshot::refresh(&state).await.map_err(|s| ConfigdError::Snapshot(s.message().to_owned()))?;
+    let follower = tokio::spawn(service::snapshot::follow_store(state.clone(), shutdown.clone()));
+    let served = serve(&config, state, shutdown.clone()).await;
+    follower.abort();
+    served
+}
+
+async fn serve(config: &Config, state: AppState, shutdown: CancellationToken) -> Result<(), ConfigdError> {
     let addr = SocketAddr::new(config.listen.bind, config.listen.port.get());
+    let tokens = auth::Tokens::new(&config.auth);
+    let resources = service::Resources { state };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -52,13 +84,60 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Conf
         let identity = Identity::from_pem(read(cert)?, read(key)?);
         server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
-    tracing::info!(%addr, tls = config.listen.cert_file.is_some(), "Listening.");
-    server
+    let admin = tokens.admin_only();
+    let any = tokens.any_role();
+    let r = resources;
+    let router = server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_shutdown(addr, shutdown.cancelled_owned())
-        .await?;
+        .add_service(InterceptedService::new(
+            pb::mailbox_service_server::MailboxServiceServer::new(r.clone()),
+            admin.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::queue_service_server::QueueServiceServer::new(r.clone()),
+            admin.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::system_address_service_server::SystemAddressServiceServer::new(r.clone()),
+            admin.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::company_service_server::CompanyServiceServer::new(r.clone()),
+            admin.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::contract_service_server::ContractServiceServer::new(r.clone()),
+            admin.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::filter_service_server::FilterServiceServer::new(r.clone()),
+            admin.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::settings_service_server::SettingsServiceServer::new(r.clone()),
+            admin,
+        ))
+        .add_service(InterceptedService::new(
+            pb::status_service_server::StatusServiceServer::new(r.clone()),
+            any.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            pb::config_watch_server::ConfigWatchServer::new(r.clone()),
+            any.clone(),
+        ))
+        .add_service(InterceptedService::new(pb::lease_service_server::LeaseServiceServer::new(r), any));
+    tracing::info!(%addr, tls = config.listen.cert_file.is_some(), "Listening.");
+    let stop = shutdown.clone();
+    let serving = router.serve_with_shutdown(addr, async move { stop.cancelled().await });
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => result?,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "Calls still open after the grace period; closing them.");
+        }
+    }
     Ok(())
 }
 

@@ -26,7 +26,13 @@ pub fn all() -> Vec<pb::PresetSettings> {
             "smtp.office365.com",
             "https://login.microsoftonline.com/common/oauth2/v2.0/token",
         ),
-        entry(P::Yahoo, "Yahoo", "imap.mail.yahoo.com", "smtp.mail.yahoo.com", "https://api.login.yahoo.com/oauth2/get_token"),
+        entry(
+            P::Yahoo,
+            "Yahoo",
+            "imap.mail.yahoo.com",
+            "smtp.mail.yahoo.com",
+            "https://api.login.yahoo.com/oauth2/get_token",
+        ),
         pb::PresetSettings { preset: P::Custom as i32, name: "Custom".to_owned(), ..Default::default() },
     ]
 }

@@ -148,7 +148,11 @@ impl Resource for pb::Mailbox {
     fn name(&self) -> &str {
         &self.name
     }
-    fn set_times(&mut self, created: Option<prost_types::Timestamp>, updated: Option<prost_types::Timestamp>) {
+    fn set_times(
+        &mut self,
+        created: Option<prost_types::Timestamp>,
+        updated: Option<prost_types::Timestamp>,
+    ) {
         self.create_time = created;
         self.update_time = updated;
     }
@@ -174,19 +178,30 @@ impl Resource for pb::Mailbox {
         match path {
             "inbound.password" => self.inbound.as_mut().map(|i| i.has_password = present),
             "outbound.password" => self.outbound.as_mut().map(|i| i.has_password = present),
-            "inbound.oauth2.client_secret" => oauth(self.inbound.as_mut().map(|i| &mut i.oauth2)).map(|o| o.has_client_secret = present),
-            "inbound.oauth2.refresh_token" => oauth(self.inbound.as_mut().map(|i| &mut i.oauth2)).map(|o| o.has_refresh_token = present),
-            "outbound.oauth2.client_secret" => oauth(self.outbound.as_mut().map(|i| &mut i.oauth2)).map(|o| o.has_client_secret = present),
-            "outbound.oauth2.refresh_token" => oauth(self.outbound.as_mut().map(|i| &mut i.oauth2)).map(|o| o.has_refresh_token = present),
+            "inbound.oauth2.client_secret" => {
+                oauth(self.inbound.as_mut().map(|i| &mut i.oauth2)).map(|o| o.has_client_secret = present)
+            }
+            "inbound.oauth2.refresh_token" => {
+                oauth(self.inbound.as_mut().map(|i| &mut i.oauth2)).map(|o| o.has_refresh_token = present)
+            }
+            "outbound.oauth2.client_secret" => {
+                oauth(self.outbound.as_mut().map(|i| &mut i.oauth2)).map(|o| o.has_client_secret = present)
+            }
+            "outbound.oauth2.refresh_token" => {
+                oauth(self.outbound.as_mut().map(|i| &mut i.oauth2)).map(|o| o.has_refresh_token = present)
+            }
             _ => None,
         };
     }
     fn references(&self) -> Vec<Reference> {
         let Some(i) = &self.inbound else { return Vec::new() };
-        [reference("inbound.queue_id", Kind::Queue, &i.queue_id), reference("inbound.fallback_queue_id", Kind::Queue, &i.fallback_queue_id)]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            reference("inbound.queue_id", Kind::Queue, &i.queue_id),
+            reference("inbound.fallback_queue_id", Kind::Queue, &i.fallback_queue_id),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
     fn defaults(&mut self) {
         if self.enabled.is_none() {
@@ -214,7 +229,10 @@ impl Resource for pb::Mailbox {
         let mut v = Vec::new();
         name_rules(&mut v, &self.name);
         if self.inbound.is_none() && self.outbound.is_none() {
-            v.push(("inbound".to_owned(), "a mailbox needs an inbound or an outbound part (or both)".to_owned()));
+            v.push((
+                "inbound".to_owned(),
+                "a mailbox needs an inbound or an outbound part (or both)".to_owned(),
+            ));
         }
         if let Some(i) = &self.inbound {
             validate_inbound(&mut v, i);
@@ -254,7 +272,10 @@ fn validate_inbound(v: &mut Vec<Violation>, i: &pb::InboundSettings) {
         _ => v.push(("inbound.auth".to_owned(), "must be PASSWORD or OAUTH2".to_owned())),
     }
     if i.poll_interval_seconds < 5 || i.poll_interval_seconds > 86_400 {
-        v.push(("inbound.poll_interval_seconds".to_owned(), format!("{} is not between 5 and 86400", i.poll_interval_seconds)));
+        v.push((
+            "inbound.poll_interval_seconds".to_owned(),
+            format!("{} is not between 5 and 86400", i.poll_interval_seconds),
+        ));
     }
     if i.folder.chars().any(char::is_control) {
         v.push(("inbound.folder".to_owned(), "contains control characters".to_owned()));
@@ -287,7 +308,9 @@ fn validate_outbound(v: &mut Vec<Violation>, o: &pb::OutboundSettings) {
             let has = o.oauth2.as_ref().is_some_and(|a| !a.refresh_token.is_empty() || a.has_refresh_token);
             oauth2_rules(v, "outbound", o.oauth2.as_ref(), has);
         }
-        pb::AuthMethod::Unspecified => v.push(("outbound.auth".to_owned(), "must be NONE, PASSWORD or OAUTH2".to_owned())),
+        pb::AuthMethod::Unspecified => {
+            v.push(("outbound.auth".to_owned(), "must be NONE, PASSWORD or OAUTH2".to_owned()))
+        }
     }
     required(v, "outbound.from_address", &o.from_address);
     for (field, value) in [
@@ -299,7 +322,10 @@ fn validate_outbound(v: &mut Vec<Violation>, o: &pb::OutboundSettings) {
         address_rule(v, field, value);
     }
     if o.from_name.chars().any(char::is_control) {
-        v.push(("outbound.from_name".to_owned(), "contains control characters (a header injection?)".to_owned()));
+        v.push((
+            "outbound.from_name".to_owned(),
+            "contains control characters (a header injection?)".to_owned(),
+        ));
     }
 }
 
@@ -317,7 +343,11 @@ impl Resource for pb::Queue {
     fn name(&self) -> &str {
         &self.name
     }
-    fn set_times(&mut self, created: Option<prost_types::Timestamp>, updated: Option<prost_types::Timestamp>) {
+    fn set_times(
+        &mut self,
+        created: Option<prost_types::Timestamp>,
+        updated: Option<prost_types::Timestamp>,
+    ) {
         self.create_time = created;
         self.update_time = updated;
     }
@@ -345,7 +375,11 @@ impl Resource for pb::SystemAddress {
     fn name(&self) -> &str {
         &self.address
     }
-    fn set_times(&mut self, created: Option<prost_types::Timestamp>, updated: Option<prost_types::Timestamp>) {
+    fn set_times(
+        &mut self,
+        created: Option<prost_types::Timestamp>,
+        updated: Option<prost_types::Timestamp>,
+    ) {
         self.create_time = created;
         self.update_time = updated;
     }
@@ -378,7 +412,11 @@ impl Resource for pb::Company {
     fn name(&self) -> &str {
         &self.name
     }
-    fn set_times(&mut self, created: Option<prost_types::Timestamp>, updated: Option<prost_types::Timestamp>) {
+    fn set_times(
+        &mut self,
+        created: Option<prost_types::Timestamp>,
+        updated: Option<prost_types::Timestamp>,
+    ) {
         self.create_time = created;
         self.update_time = updated;
     }
@@ -416,7 +454,11 @@ impl Resource for pb::Contract {
     fn name(&self) -> &str {
         &self.name
     }
-    fn set_times(&mut self, created: Option<prost_types::Timestamp>, updated: Option<prost_types::Timestamp>) {
+    fn set_times(
+        &mut self,
+        created: Option<prost_types::Timestamp>,
+        updated: Option<prost_types::Timestamp>,
+    ) {
         self.create_time = created;
         self.update_time = updated;
     }
@@ -451,7 +493,11 @@ impl Resource for pb::Filter {
     fn name(&self) -> &str {
         &self.name
     }
-    fn set_times(&mut self, created: Option<prost_types::Timestamp>, updated: Option<prost_types::Timestamp>) {
+    fn set_times(
+        &mut self,
+        created: Option<prost_types::Timestamp>,
+        updated: Option<prost_types::Timestamp>,
+    ) {
         self.create_time = created;
         self.update_time = updated;
     }
@@ -483,10 +529,16 @@ impl Resource for pb::Filter {
             None => v.push(("action".to_owned(), "is required".to_owned())),
             Some(a) => {
                 if a.set_priority > 5 {
-                    v.push(("action.set_priority".to_owned(), format!("{} is not a priority (1-5)", a.set_priority)));
+                    v.push((
+                        "action.set_priority".to_owned(),
+                        format!("{} is not a priority (1-5)", a.set_priority),
+                    ));
                 }
                 if a.set_queue_id.is_empty() && a.set_priority == 0 && !a.ignore {
-                    v.push(("action".to_owned(), "does nothing: set a queue, a priority or ignore".to_owned()));
+                    v.push((
+                        "action".to_owned(),
+                        "does nothing: set a queue, a priority or ignore".to_owned(),
+                    ));
                 }
             }
         }
@@ -506,7 +558,11 @@ impl Resource for pb::Settings {
     fn name(&self) -> &str {
         "settings"
     }
-    fn set_times(&mut self, _created: Option<prost_types::Timestamp>, updated: Option<prost_types::Timestamp>) {
+    fn set_times(
+        &mut self,
+        _created: Option<prost_types::Timestamp>,
+        updated: Option<prost_types::Timestamp>,
+    ) {
         self.update_time = updated;
     }
     fn references(&self) -> Vec<Reference> {
@@ -518,12 +574,16 @@ impl Resource for pb::Settings {
         let mut v = Vec::new();
         required(&mut v, "ticket_hook", &self.ticket_hook);
         if self.ticket_hook.chars().any(|c| c.is_whitespace() || c.is_control() || c == '[' || c == ']') {
-            v.push(("ticket_hook".to_owned(), format!("{:?} may not contain spaces or brackets", self.ticket_hook)));
+            v.push((
+                "ticket_hook".to_owned(),
+                format!("{:?} may not contain spaces or brackets", self.ticket_hook),
+            ));
         }
         if self.system_id > 99 {
             v.push(("system_id".to_owned(), format!("{} is not a 2-digit system id (0-99)", self.system_id)));
         }
-        if pb::NumberFormat::try_from(self.number_format).unwrap_or_default() == pb::NumberFormat::Unspecified {
+        if pb::NumberFormat::try_from(self.number_format).unwrap_or_default() == pb::NumberFormat::Unspecified
+        {
             v.push(("number_format".to_owned(), "must be DATE or AUTO_INCREMENT".to_owned()));
         }
         v

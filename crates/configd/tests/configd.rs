@@ -1,5 +1,7 @@
 //! configd run as its own process, the way an operator runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is the failure
+
 use std::path::Path;
 use std::time::Duration;
 

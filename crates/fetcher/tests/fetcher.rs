@@ -1,5 +1,7 @@
 //! deskmail-fetcher run as its own process against a real RabbitMQ.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is the failure
+
 use std::path::Path;
 
 #[tokio::test]

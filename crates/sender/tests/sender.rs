@@ -1,5 +1,7 @@
 //! The sender binary, run as an operator runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is the failure
+
 use std::process::Command;
 
 /// Writes `toml` to `sender.toml` in a temp dir and runs `deskmail-sender --check-config`.

@@ -186,9 +186,7 @@ async fn put(
     };
     resource::Entity::insert(active)
         .on_conflict(
-            OnConflict::column(C::Id)
-                .update_columns([C::Name, C::SortKey, C::Data, C::UpdatedAt])
-                .to_owned(),
+            OnConflict::column(C::Id).update_columns([C::Name, C::SortKey, C::Data, C::UpdatedAt]).to_owned(),
         )
         .exec(tx)
         .await

@@ -26,8 +26,7 @@ impl Store {
     /// Records an attempt: success resets the error streak, an error extends it.
     pub async fn report_status(&self, r: StatusRecord) -> Result<(), StoreError> {
         let db = self.connection();
-        let previous =
-            status::Entity::find_by_id((r.mailbox_id.clone(), r.direction)).one(db).await?;
+        let previous = status::Entity::find_by_id((r.mailbox_id.clone(), r.direction)).one(db).await?;
         let (mut last_success, mut last_error, mut total, mut streak) = previous
             .map(|p| (p.last_success, p.last_error, p.messages_total, p.consecutive_errors))
             .unwrap_or((0, 0, 0, 0));

@@ -1,0 +1,12 @@
+//! The gRPC services, and how they are put together behind the auth interceptors.
+
+mod crud;
+mod daemon;
+mod delete;
+mod errors;
+mod mailbox;
+mod probe;
+mod resources;
+pub mod snapshot;
+
+pub use resources::Resources;
