@@ -88,6 +88,25 @@ pub mod lease {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod lease_holder {
+    use sea_orm::entity::prelude::*;
+
+    /// Fetchers that asked for leases recently, so that a newcomer with no lease yet still
+    /// counts when the others compute their fair share.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "lease_holders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub holder: String,
+        pub seen_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod meta {
     use sea_orm::entity::prelude::*;
 

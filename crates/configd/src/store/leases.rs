@@ -8,7 +8,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
 
-use super::entity::lease;
+use super::entity::{lease, lease_holder};
 use super::{Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +40,26 @@ impl Store {
         } else {
             lease::Entity::delete_many().exec(&tx).await?;
         }
+        // Who is asking: holders seen within one TTL count, the others are gone.
+        lease_holder::Entity::insert(lease_holder::ActiveModel {
+            holder: Set(holder.to_owned()),
+            seen_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(lease_holder::Column::Holder)
+                .update_column(lease_holder::Column::SeenAt)
+                .to_owned(),
+        )
+        .exec_without_returning(&tx)
+        .await?;
+        lease_holder::Entity::delete_many()
+            .filter(lease_holder::Column::SeenAt.lt(now.saturating_sub(ttl_micros)))
+            .exec(&tx)
+            .await?;
+        let asking = lease_holder::Entity::find().all(&tx).await?;
         let live = lease::Entity::find().order_by_asc(lease::Column::MailboxId).all(&tx).await?;
         let mut holders: BTreeSet<&str> = live.iter().map(|l| l.holder.as_str()).collect();
-        holders.insert(holder);
+        holders.extend(asking.iter().map(|h| h.holder.as_str()));
         let share = eligible.len().div_ceil(holders.len().max(1));
         let share = if max > 0 { share.min(max) } else { share };
         let mine: Vec<&lease::Model> = live.iter().filter(|l| l.holder == holder).collect();
@@ -88,6 +105,10 @@ impl Store {
 
     /// Gives leases back (all of the holder's when `mailbox_ids` is empty).
     pub async fn release_leases(&self, holder: &str, mailbox_ids: &[String]) -> Result<(), StoreError> {
+        if mailbox_ids.is_empty() {
+            // Leaving altogether: no longer counted in the others' fair share.
+            lease_holder::Entity::delete_by_id(holder.to_owned()).exec(self.connection()).await?;
+        }
         let mut query = lease::Entity::delete_many().filter(lease::Column::Holder.eq(holder));
         if !mailbox_ids.is_empty() {
             query = query.filter(lease::Column::MailboxId.is_in(mailbox_ids.iter().cloned()));

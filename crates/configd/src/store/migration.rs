@@ -67,6 +67,13 @@ enum Leases {
 }
 
 #[derive(DeriveIden)]
+enum LeaseHolders {
+    Table,
+    Holder,
+    SeenAt,
+}
+
+#[derive(DeriveIden)]
 enum Meta {
     Table,
     Key,
@@ -149,6 +156,14 @@ impl MigrationTrait for Initial {
         .await?;
         m.create_table(
             Table::create()
+                .table(LeaseHolders::Table)
+                .col(string(LeaseHolders::Holder).primary_key())
+                .col(big_integer(LeaseHolders::SeenAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
                 .table(Meta::Table)
                 .col(string(Meta::Key).primary_key())
                 .col(big_integer(Meta::Value))
@@ -159,7 +174,7 @@ impl MigrationTrait for Initial {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["meta", "leases", "mailbox_status", "secrets", "resources"] {
+        for table in ["meta", "lease_holders", "leases", "mailbox_status", "secrets", "resources"] {
             m.drop_table(Table::drop().table(Alias::new(table)).to_owned()).await?;
         }
         Ok(())

@@ -1,6 +1,4 @@
-//! configd run as its own process, the way an operator runs it.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is the failure
+// configd run as its own process, the way an operator runs it.
 
 use std::path::Path;
 use std::time::Duration;

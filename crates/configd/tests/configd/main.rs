@@ -1,0 +1,9 @@
+//! configd against real stores (SQLite and PostgreSQL), real gRPC clients, real mail servers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is the failure
+
+mod harness;
+mod leases;
+mod mailboxes;
+mod process;
+mod resources;
