@@ -1,6 +1,6 @@
 //! deskmail-fetcher run as its own process against a real RabbitMQ.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is the failure
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic: that is the failure
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! The sender binary, run as an operator runs it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic: that is the failure
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic: that is the failure
 
 use std::process::Command;
 
