@@ -160,4 +160,21 @@ if ((rabbit_wait)); then
   ok "started"
 fi
 
+# ---------------------------------------------------------------- Python test clients
+# Real clients in another language for the tests: a gRPC client generated from proto/ by
+# grpcio-tools, and pika as an integrator's AMQP client.
+step "python clients"
+PY_PKGS=(grpcio grpcio-tools pika)
+if python3 -c 'import grpc, grpc_tools, pika' 2>/dev/null; then
+  ok "already installed"
+else
+  command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-pip)"
+  python3 -m pip --version >/dev/null 2>&1 || { need_root "apt-get install python3-pip"; apt-get install -y -q --no-install-recommends --no-upgrade -o DPkg::Lock::Timeout=600 python3-pip >&2 9>&- || die "cannot install python3-pip"; }
+  python3 -m pip install -q --disable-pip-version-check "${PY_PKGS[@]}" >&2 9>&- \
+    || python3 -m pip install -q --disable-pip-version-check --break-system-packages "${PY_PKGS[@]}" >&2 9>&- \
+    || die "pip install ${PY_PKGS[*]} failed"
+  python3 -c 'import grpc, grpc_tools, pika' || die "python clients installed but not importable"
+  ok "installed ${PY_PKGS[*]}"
+fi
+
 log "all services up ($(( $(ms) - T_ALL )) ms total)"

@@ -6,4 +6,5 @@ mod harness;
 mod leases;
 mod mailboxes;
 mod process;
+mod python;
 mod resources;
