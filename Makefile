@@ -26,6 +26,7 @@ endif
 
 bench: services ## Measure throughput (prints figures next to the peers measured in the same run)
 	$(CARGO) bench -p deskmail-mq --bench throughput
+	$(CARGO) bench -p deskmail-configd --bench grpc
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

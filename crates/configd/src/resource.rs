@@ -68,6 +68,8 @@ pub trait Resource: Message + Default + Clone + Send + Sync + 'static {
     fn validate(&self) -> Vec<Violation>;
     /// Fills defaults on create.
     fn defaults(&mut self) {}
+    /// This kind's items in a snapshot, in list order.
+    fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self];
 }
 
 fn required(v: &mut Vec<Violation>, field: &str, value: &str) {
@@ -135,6 +137,9 @@ fn oauth2_rules(v: &mut Vec<Violation>, prefix: &str, o: Option<&pb::OAuth2>, ha
 }
 
 impl Resource for pb::Mailbox {
+    fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self] {
+        &snapshot.mailboxes
+    }
     const KIND: Kind = Kind::Mailbox;
     const PROTO_NAME: &'static str = "deskmail.v1.Mailbox";
     const FIELD: &'static str = "mailbox";
@@ -330,6 +335,9 @@ fn validate_outbound(v: &mut Vec<Violation>, o: &pb::OutboundSettings) {
 }
 
 impl Resource for pb::Queue {
+    fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self] {
+        &snapshot.queues
+    }
     const KIND: Kind = Kind::Queue;
     const PROTO_NAME: &'static str = "deskmail.v1.Queue";
     const FIELD: &'static str = "queue";
@@ -362,6 +370,9 @@ impl Resource for pb::Queue {
 }
 
 impl Resource for pb::SystemAddress {
+    fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self] {
+        &snapshot.system_addresses
+    }
     const KIND: Kind = Kind::SystemAddress;
     const PROTO_NAME: &'static str = "deskmail.v1.SystemAddress";
     const FIELD: &'static str = "system_address";
@@ -399,6 +410,9 @@ impl Resource for pb::SystemAddress {
 }
 
 impl Resource for pb::Company {
+    fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self] {
+        &snapshot.companies
+    }
     const KIND: Kind = Kind::Company;
     const PROTO_NAME: &'static str = "deskmail.v1.Company";
     const FIELD: &'static str = "company";
@@ -441,6 +455,9 @@ impl Resource for pb::Company {
 }
 
 impl Resource for pb::Contract {
+    fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self] {
+        &snapshot.contracts
+    }
     const KIND: Kind = Kind::Contract;
     const PROTO_NAME: &'static str = "deskmail.v1.Contract";
     const FIELD: &'static str = "contract";
@@ -480,6 +497,9 @@ impl Resource for pb::Contract {
 }
 
 impl Resource for pb::Filter {
+    fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self] {
+        &snapshot.filters
+    }
     const KIND: Kind = Kind::Filter;
     const PROTO_NAME: &'static str = "deskmail.v1.Filter";
     const FIELD: &'static str = "filter";
@@ -547,6 +567,9 @@ impl Resource for pb::Filter {
 }
 
 impl Resource for pb::Settings {
+    fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self] {
+        snapshot.settings.as_slice()
+    }
     const KIND: Kind = Kind::Settings;
     const PROTO_NAME: &'static str = "deskmail.v1.Settings";
     const FIELD: &'static str = "settings";

@@ -20,7 +20,7 @@ mod run;
 pub mod topology;
 
 pub use config::{AmqpConfig, redact};
-pub use connection::{connect, connect_until_cancelled};
+pub use connection::{connect, connect_and_declare, connect_until_cancelled};
 pub use consumer::{Acker, Consumer, ConsumerOptions, DEFAULT_ACK_BATCH, DEFAULT_PREFETCH};
 pub use delivery::Delivery;
 pub use error::MqError;

@@ -28,17 +28,7 @@ pub fn unique(prefix: &str) -> String {
         .unwrap_or(0);
     let clean: String = prefix
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
         .collect();
-    format!(
-        "deskmail-test-{clean}-{}-{n}-{:x}",
-        std::process::id(),
-        nanos & 0xffff
-    )
+    format!("deskmail-test-{clean}-{}-{n}-{:x}", std::process::id(), nanos & 0xffff)
 }

@@ -54,14 +54,14 @@ impl Drop for Database {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; a thread with its own runtime may block.
         let dropped = std::thread::spawn(move || -> anyhow::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let mut admin = admin_connection().await?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                    .execute(&mut admin)
-                    .await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
                 Ok(())
             })
         })
@@ -74,7 +74,9 @@ impl Drop for Database {
 
 async fn admin_connection() -> anyhow::Result<PgConnection> {
     PgConnection::connect(ADMIN_URL).await.with_context(|| {
-        format!("cannot connect to PostgreSQL at {ADMIN_URL}: run `make services` (scripts/ensure-services.sh)")
+        format!(
+            "cannot connect to PostgreSQL at {ADMIN_URL}: run `make services` (scripts/ensure-services.sh)"
+        )
     })
 }
 
@@ -86,10 +88,7 @@ mod tests {
     async fn a_database_of_its_own_is_created_and_dropped() {
         let db = Database::create("pg-fixture").await.unwrap();
         let mut conn = PgConnection::connect(db.url()).await.unwrap();
-        sqlx::raw_sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        sqlx::raw_sql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)").execute(&mut conn).await.unwrap();
         let name = db.name().to_owned();
         drop(db); // with the connection still open: FORCE ends it
         let mut admin = admin_connection().await.unwrap();

@@ -60,10 +60,18 @@ impl DaemonProcess {
                 return Ok(line);
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("{} exited ({status}) before logging {needle:?}; log:\n{}", self.name, self.log().join("\n"));
+                bail!(
+                    "{} exited ({status}) before logging {needle:?}; log:\n{}",
+                    self.name,
+                    self.log().join("\n")
+                );
             }
             if Instant::now() > deadline {
-                bail!("{} did not log {needle:?} within {timeout:?}; log:\n{}", self.name, self.log().join("\n"));
+                bail!(
+                    "{} did not log {needle:?} within {timeout:?}; log:\n{}",
+                    self.name,
+                    self.log().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -135,7 +143,8 @@ pub async fn check_broker_daemon_lifecycle(binary: &Path, example_config: &Path)
     let vhost = crate::rabbit::Vhost::create("lifecycle")?;
     let url = vhost.amqp_url();
     let config = example_config.to_str().context("config path is not UTF-8")?;
-    let mut daemon = DaemonProcess::spawn(binary, &["--config", config], &[("DESKMAIL_AMQP__URL", url.as_str())])?;
+    let mut daemon =
+        DaemonProcess::spawn(binary, &["--config", config], &[("DESKMAIL_AMQP__URL", url.as_str())])?;
     daemon.wait_for_log("Ready.", Duration::from_secs(30))?;
     for queue in ["deskmail.inbound.raw", "deskmail.outbound.jobs"] {
         let info = vhost.queue_info(queue).await?;

@@ -66,10 +66,7 @@ impl Vhost {
 
     /// `amqp://guest:guest@127.0.0.1:5672/<url-encoded vhost>`.
     pub fn amqp_url(&self) -> String {
-        format!(
-            "amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{}",
-            encode(&self.name)
-        )
+        format!("amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{}", encode(&self.name))
     }
 
     /// [`Vhost::amqp_url`] as a parsed [`url::Url`].
@@ -94,14 +91,9 @@ impl Vhost {
 
     /// Like [`Vhost::close_connections`], for the connections whose client property
     /// `connection_name` equals `connection_name` only.
-    pub async fn close_connection_named(
-        &self,
-        connection_name: &str,
-        reason: &str,
-    ) -> anyhow::Result<usize> {
+    pub async fn close_connection_named(&self, connection_name: &str, reason: &str) -> anyhow::Result<usize> {
         let wanted = connection_name.to_owned();
-        self.close_connections_where(reason, move |n| n == wanted)
-            .await
+        self.close_connections_where(reason, move |n| n == wanted).await
     }
 
     async fn close_connections_where(
@@ -179,10 +171,7 @@ impl Drop for Vhost {
     fn drop(&mut self) {
         let path = format!("/vhosts/{}", encode(&self.name));
         if let Err(e) = self.api.send("DELETE", &path, None) {
-            eprintln!(
-                "deskmail-testkit: could not delete vhost {}: {e:#}",
-                self.name
-            );
+            eprintln!("deskmail-testkit: could not delete vhost {}: {e:#}", self.name);
         }
     }
 }
@@ -214,16 +203,8 @@ impl Api {
     fn send(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let url = format!("{API_BASE}{path}");
         let result = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("authorization", BASIC_AUTH)
-                .call(),
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("authorization", BASIC_AUTH)
-                .call(),
+            ("GET", _) => self.agent.get(&url).header("authorization", BASIC_AUTH).call(),
+            ("DELETE", _) => self.agent.delete(&url).header("authorization", BASIC_AUTH).call(),
             ("PUT", body) => self
                 .agent
                 .put(&url)
@@ -251,9 +232,8 @@ impl Api {
     }
 
     fn connections(&self, encoded_vhost: &str) -> anyhow::Result<Vec<(String, String)>> {
-        let list = self.get(&format!(
-            "/vhosts/{encoded_vhost}/connections?columns=name,client_properties"
-        ))?;
+        let list =
+            self.get(&format!("/vhosts/{encoded_vhost}/connections?columns=name,client_properties"))?;
         let items = list.as_array().cloned().unwrap_or_default();
         Ok(items
             .iter()
@@ -297,12 +277,7 @@ impl Api {
             return;
         };
         let me = std::process::id();
-        for name in list
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.get("name")?.as_str())
-        {
+        for name in list.as_array().into_iter().flatten().filter_map(|v| v.get("name")?.as_str()) {
             let Some(pid) = owner_pid(name) else { continue };
             if pid == me || std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 continue;
@@ -353,9 +328,7 @@ fn encode(s: &str) -> String {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .context("management API task failed")?
+    tokio::task::spawn_blocking(f).await.context("management API task failed")?
 }
 
 #[cfg(test)]
@@ -379,9 +352,6 @@ mod tests {
     #[test]
     fn encodes_path_segments() {
         assert_eq!(encode("/"), "%2F");
-        assert_eq!(
-            encode("127.0.0.1:1 -> 127.0.0.1:5672"),
-            "127.0.0.1%3A1%20-%3E%20127.0.0.1%3A5672"
-        );
+        assert_eq!(encode("127.0.0.1:1 -> 127.0.0.1:5672"), "127.0.0.1%3A1%20-%3E%20127.0.0.1%3A5672");
     }
 }

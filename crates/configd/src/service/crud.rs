@@ -13,8 +13,8 @@ use crate::resource::{Kind, Resource, Violation};
 use crate::state::{AppState, now_micros, timestamp};
 use crate::store::{Op, resource};
 
-const DEFAULT_PAGE: u64 = 50;
-const MAX_PAGE: u64 = 500;
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
 
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -22,32 +22,43 @@ pub struct Page<T> {
     pub total_size: i32,
 }
 
+/// Reads are served from the current snapshot, which every write refreshes before it
+/// answers (and which follows writes of other configd instances within a second): no
+/// database round trip on the hot read path.
 pub async fn list<T: Resource>(state: &AppState, req: &pb::ListRequest) -> Result<Page<T>, Status> {
     if req.page_size < 0 {
         return Err(bad_request(vec![("page_size".into(), "must not be negative".into())]));
     }
-    let size = match u64::try_from(req.page_size).unwrap_or(0) {
+    let size = match usize::try_from(req.page_size).unwrap_or(0) {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
     };
     let after = if req.page_token.is_empty() { None } else { Some(decode_token(&req.page_token)?) };
-    let (rows, total) = state.store.page(T::KIND.as_str(), after, size + 1).await.map_err(store_error)?;
-    let more = rows.len() as u64 > size;
-    let rows: Vec<_> = rows.into_iter().take(usize::try_from(size).unwrap_or(usize::MAX)).collect();
-    let next_page_token = match (more, rows.last()) {
-        (true, Some(last)) => encode_token(&last.sort_key, &last.id),
+    let snapshot = state.snapshots.borrow().clone();
+    let all = T::in_snapshot(&snapshot.admin);
+    let start = match &after {
+        None => 0,
+        Some((sort_key, id)) => all.partition_point(|item| {
+            (item.sort_key().as_str(), item.id()) <= (sort_key.as_str(), id.as_str())
+        }),
+    };
+    let items: Vec<T> = all[start..].iter().take(size).cloned().collect();
+    let more = all.len() > start + items.len();
+    let next_page_token = match (more, items.last()) {
+        (true, Some(last)) => encode_token(&last.sort_key(), last.id()),
         _ => String::new(),
     };
-    let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        items.push(admin_view::<T>(state, row).await?);
-    }
-    Ok(Page { items, next_page_token, total_size: i32::try_from(total).unwrap_or(i32::MAX) })
+    Ok(Page { items, next_page_token, total_size: i32::try_from(all.len()).unwrap_or(i32::MAX) })
 }
 
-pub async fn get<T: Resource>(state: &AppState, id: &str) -> Result<T, Status> {
-    let row = find_row::<T>(state, id).await?;
-    admin_view::<T>(state, &row).await
+pub async fn get<T: Resource>(state: &AppState, key: &str) -> Result<T, Status> {
+    let snapshot = state.snapshots.borrow().clone();
+    let all = T::in_snapshot(&snapshot.admin);
+    all.iter()
+        .find(|item| item.id() == key)
+        .or_else(|| all.iter().find(|item| item.name() == key))
+        .cloned()
+        .ok_or_else(|| Status::not_found(format!("no {} with id or name {key:?}", T::KIND.as_str())))
 }
 
 pub async fn create<T: Resource>(state: &AppState, mut item: T) -> Result<T, Status> {

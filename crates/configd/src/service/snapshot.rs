@@ -99,6 +99,9 @@ async fn kind<T: Resource>(
         item.set_times(timestamp(row.created_at), timestamp(row.updated_at));
         out.push(item);
     }
+    // List order is decided here, not by the database's collation, so that page tokens
+    // compare the same way everywhere.
+    out.sort_by(|a, b| (a.sort_key(), a.id()).cmp(&(b.sort_key(), b.id())));
     Ok(out)
 }
 

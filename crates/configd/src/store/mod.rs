@@ -9,8 +9,7 @@ mod status;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -97,27 +96,6 @@ impl Store {
         let revision = bump_revision(&tx).await?;
         tx.commit().await?;
         Ok(revision)
-    }
-
-    /// A page of one kind in (sort key, id) order, after `after` when given; and the total.
-    pub async fn page(
-        &self,
-        kind: &str,
-        after: Option<(String, String)>,
-        limit: u64,
-    ) -> Result<(Vec<resource::Model>, u64), StoreError> {
-        use resource::Column as C;
-        let total = resource::Entity::find().filter(C::Kind.eq(kind)).count(&self.db).await?;
-        let mut query = resource::Entity::find().filter(C::Kind.eq(kind));
-        if let Some((sort_key, id)) = after {
-            query = query.filter(
-                Expr::col(C::SortKey)
-                    .gt(sort_key.clone())
-                    .or(Expr::col(C::SortKey).eq(sort_key).and(Expr::col(C::Id).gt(id))),
-            );
-        }
-        let rows = query.order_by_asc(C::SortKey).order_by_asc(C::Id).limit(limit).all(&self.db).await?;
-        Ok((rows, total))
     }
 
     /// Every resource of one kind, in order.
