@@ -79,11 +79,16 @@ fn problem_from(e: &figment::Error, file_label: &str, env_prefix: &str) -> Probl
     let mut path: Vec<&str> = e.path.iter().map(String::as_str).collect();
     let message = match &e.kind {
         Kind::MissingField(name) => {
-            path.push(name);
+            if path.last() != Some(&name.as_ref()) {
+                path.push(name);
+            }
             "is required but missing".to_owned()
         }
         Kind::UnknownField(name, expected) => {
-            path.push(name);
+            // figment puts the unknown key in the path already; serde alone does not.
+            if path.last() != Some(&name.as_str()) {
+                path.push(name);
+            }
             if expected.is_empty() {
                 "is not a known key".to_owned()
             } else {

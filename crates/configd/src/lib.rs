@@ -58,7 +58,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Conf
     let store = store::Store::open(&config.database).await?;
     let (snapshots, _) = tokio::sync::watch::channel(Arc::new(Snapshots::default()));
     let state = AppState { store, secrets, snapshots };
-    service::snapshot::refresh(&state).await.map_err(|s| ConfigdError::Snapshot(s.message().to_owned()))?;
+    let first =
+        service::snapshot::build(&state).await.map_err(|s| ConfigdError::Snapshot(s.message().to_owned()))?;
+    state.snapshots.send_replace(Arc::new(first));
     let follower = tokio::spawn(service::snapshot::follow_store(state.clone(), shutdown.clone()));
     let served = serve(&config, state, shutdown.clone()).await;
     follower.abort();

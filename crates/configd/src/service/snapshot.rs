@@ -17,12 +17,13 @@ use crate::store::resource;
 /// Rebuilds the snapshots from the store and publishes them when the revision moved.
 pub async fn refresh(state: &AppState) -> Result<(), Status> {
     let revision = state.store.revision().await.map_err(store_error)?;
-    if revision == state.snapshots.borrow().revision && revision != 0 {
+    if revision <= state.snapshots.borrow().revision {
         return Ok(());
     }
-    let snapshots = build(state, revision).await?;
+    let snapshots = build(state).await?;
     state.snapshots.send_if_modified(|current| {
-        if snapshots.revision > current.revision || current.revision == 0 {
+        // Concurrent refreshes: only ever move forward.
+        if snapshots.revision > current.revision {
             *current = Arc::new(snapshots);
             true
         } else {
@@ -47,8 +48,9 @@ pub async fn follow_store(state: AppState, shutdown: deskmail_runtime::Cancellat
     }
 }
 
-async fn build(state: &AppState, revision: u64) -> Result<Snapshots, Status> {
-    let sealed = state.store.all_secrets().await.map_err(store_error)?;
+/// Builds both views of the config from one consistent read of the store.
+pub async fn build(state: &AppState) -> Result<Snapshots, Status> {
+    let (revision, rows, sealed) = state.store.consistent_read().await.map_err(store_error)?;
     let mut secrets: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for s in sealed {
         let sealed = crate::secrets::Sealed { nonce: s.nonce, ciphertext: s.ciphertext };
@@ -58,34 +60,30 @@ async fn build(state: &AppState, revision: u64) -> Result<Snapshots, Status> {
         }
     }
     let (mut admin, mut daemon) = (pb::ConfigSnapshot::default(), pb::ConfigSnapshot::default());
-    admin.mailboxes = kind::<pb::Mailbox>(state, &secrets, false).await?;
-    daemon.mailboxes = kind::<pb::Mailbox>(state, &secrets, true).await?;
-    let settings = kind::<pb::Settings>(state, &secrets, false)
-        .await?
-        .into_iter()
-        .next()
-        .unwrap_or_else(default_settings);
+    admin.mailboxes = kind::<pb::Mailbox>(&rows, &secrets, false)?;
+    daemon.mailboxes = kind::<pb::Mailbox>(&rows, &secrets, true)?;
+    let settings =
+        kind::<pb::Settings>(&rows, &secrets, false)?.into_iter().next().unwrap_or_else(default_settings);
     for snap in [&mut admin, &mut daemon] {
         snap.revision = revision;
         snap.time = timestamp(now_micros());
-        snap.queues = kind(state, &secrets, false).await?;
-        snap.system_addresses = kind(state, &secrets, false).await?;
-        snap.companies = kind(state, &secrets, false).await?;
-        snap.contracts = kind(state, &secrets, false).await?;
-        snap.filters = kind(state, &secrets, false).await?;
+        snap.queues = kind(&rows, &secrets, false)?;
+        snap.system_addresses = kind(&rows, &secrets, false)?;
+        snap.companies = kind(&rows, &secrets, false)?;
+        snap.contracts = kind(&rows, &secrets, false)?;
+        snap.filters = kind(&rows, &secrets, false)?;
         snap.settings = Some(settings.clone());
     }
     Ok(Snapshots { revision, admin, daemon })
 }
 
-async fn kind<T: Resource>(
-    state: &AppState,
+fn kind<T: Resource>(
+    rows: &[resource::Model],
     secrets: &HashMap<String, Vec<(String, String)>>,
     with_secrets: bool,
 ) -> Result<Vec<T>, Status> {
-    let rows: Vec<resource::Model> = state.store.all(T::KIND.as_str()).await.map_err(store_error)?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
+    let mut out = Vec::new();
+    for row in rows.iter().filter(|r| r.kind == T::KIND.as_str()) {
         let mut item: T = decode(row)?;
         let mine = secrets.get(&row.id).map(Vec::as_slice).unwrap_or(&[]);
         let present: HashSet<String> = mine.iter().map(|(f, _)| f.clone()).collect();

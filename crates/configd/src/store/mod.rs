@@ -125,9 +125,32 @@ impl Store {
         Ok(secret::Entity::find().filter(secret::Column::OwnerId.eq(owner)).all(&self.db).await?)
     }
 
-    /// Every sealed secret (for daemon snapshots).
-    pub async fn all_secrets(&self) -> Result<Vec<secret::Model>, StoreError> {
-        Ok(secret::Entity::find().all(&self.db).await?)
+    /// The revision, every resource and every sealed secret, read in one transaction so
+    /// that the revision names exactly the data read with it (a snapshot built from a later
+    /// write must not carry an earlier revision).
+    pub async fn consistent_read(
+        &self,
+    ) -> Result<(u64, Vec<resource::Model>, Vec<secret::Model>), StoreError> {
+        use sea_orm::{AccessMode, IsolationLevel};
+        let isolation = match self.db.get_database_backend() {
+            // SQLite transactions are serializable already and refuse the clause.
+            sea_orm::DbBackend::Sqlite => None,
+            _ => Some(IsolationLevel::RepeatableRead),
+        };
+        let tx = self.db.begin_with_config(isolation, Some(AccessMode::ReadOnly)).await?;
+        let revision = entity::meta::Entity::find_by_id(REVISION_KEY.to_owned())
+            .one(&tx)
+            .await?
+            .map(|r| u64::try_from(r.value).unwrap_or(0))
+            .unwrap_or(0);
+        let rows = resource::Entity::find()
+            .order_by_asc(resource::Column::SortKey)
+            .order_by_asc(resource::Column::Id)
+            .all(&tx)
+            .await?;
+        let secrets = secret::Entity::find().all(&tx).await?;
+        tx.commit().await?;
+        Ok((revision, rows, secrets))
     }
 }
 
