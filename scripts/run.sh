@@ -27,7 +27,9 @@ trap stop INT TERM
 
 start() { # name
   local name=$1
-  "$BIN/deskmail-$name" --config "config/$name.example.toml" >"var/log/$name.log" 2>&1 &
+  # Own session: Ctrl-C reaches only this script, which then stops each daemon with one
+  # SIGTERM (a second signal would make a daemon exit without draining).
+  setsid "$BIN/deskmail-$name" --config "config/$name.example.toml" >"var/log/$name.log" 2>&1 &
   pids+=($!)
   echo "run: deskmail-$name started (pid $!, log var/log/$name.log)"
 }
@@ -45,7 +47,7 @@ start sender
 cat <<MSG
 
 deskmail is running:
-  configd (gRPC)   http://127.0.0.1:50051   try: $BIN/deskmailctl health
+  configd (gRPC)   http://127.0.0.1:50051   try: $BIN/deskmailctl -c config/deskmailctl.example.toml status
   RabbitMQ         amqp://127.0.0.1:5672    (prefix "deskmail")
   logs             var/log/*.log
 Press Ctrl-C to stop everything.
