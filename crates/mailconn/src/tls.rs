@@ -6,11 +6,9 @@
 use std::sync::Arc;
 
 use lettre::transport::smtp::client::{Certificate, TlsParameters, TlsVersion};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::error::{ConnError, Protocol};
 use crate::settings::TlsPolicy;
@@ -55,7 +53,7 @@ pub(crate) fn client_config(
         return Ok(Arc::new(
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+                .with_custom_certificate_verifier(deskmail_pop3::accept_invalid_certs_verifier(provider))
                 .with_no_client_auth(),
         ));
     }
@@ -106,70 +104,4 @@ pub(crate) fn pop3_options(policy: &TlsPolicy, host: &str) -> Result<deskmail_po
         options = options.add_ca_pem(pem.clone());
     }
     Ok(options.danger_accept_invalid_certs(policy.accept_invalid_certs))
-}
-
-/// Skips chain and name checks but still checks the handshake signatures, so the peer
-/// must at least hold the key of the certificate it shows.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_extra_ca_is_a_tls_error() {
-        for pem in [
-            b"not a pem".to_vec(),
-            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec(),
-        ] {
-            let policy = TlsPolicy::with_extra_ca(pem);
-            let err = client_config(&policy, Protocol::Imap, "h").err().map(|e| e.reason());
-            assert_eq!(err, Some(deskmail_core::StatusReason::TlsFailed));
-            assert!(lettre_parameters(&policy, "h").is_err());
-            assert!(pop3_options(&policy, "h").is_err());
-        }
-    }
-
-    #[test]
-    fn default_policy_builds() {
-        assert!(client_config(&TlsPolicy::default(), Protocol::Imap, "h").is_ok());
-        assert!(lettre_parameters(&TlsPolicy::default(), "mail.example.com").is_ok());
-        assert!(client_config(&TlsPolicy::dangerous_accept_invalid_certs(), Protocol::Imap, "h").is_ok());
-    }
 }

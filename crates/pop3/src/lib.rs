@@ -39,7 +39,7 @@ use std::time::Duration;
 
 pub use client::{ListEntry, Pop3Client, UidlEntry};
 pub use error::Pop3Error;
-pub use tls::TlsOptions;
+pub use tls::{TlsOptions, accept_invalid_certs_verifier};
 
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

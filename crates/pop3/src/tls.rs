@@ -112,6 +112,12 @@ impl TlsOptions {
     }
 }
 
+/// The verifier behind an explicit "accept invalid certificates" opt-out, shared with
+/// deskmail-mailconn so the opt-out means the same for every protocol.
+pub fn accept_invalid_certs_verifier(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AcceptAnyCert(provider))
+}
+
 /// Skips chain and name checks but still checks the handshake signatures, so the peer
 /// must at least hold the key of the certificate it shows.
 #[derive(Debug)]
