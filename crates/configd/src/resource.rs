@@ -136,6 +136,30 @@ fn oauth2_rules(v: &mut Vec<Violation>, prefix: &str, o: Option<&pb::OAuth2>, ha
     }
 }
 
+/// The accessors every resource but the settings has the same way (`id`, a name field,
+/// `create_time`, `update_time`).
+macro_rules! common_accessors {
+    ($name:ident) => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn set_id(&mut self, id: String) {
+            self.id = id;
+        }
+        fn name(&self) -> &str {
+            &self.$name
+        }
+        fn set_times(
+            &mut self,
+            created: Option<prost_types::Timestamp>,
+            updated: Option<prost_types::Timestamp>,
+        ) {
+            self.create_time = created;
+            self.update_time = updated;
+        }
+    };
+}
+
 impl Resource for pb::Mailbox {
     fn in_snapshot(snapshot: &pb::ConfigSnapshot) -> &[Self] {
         &snapshot.mailboxes
@@ -144,23 +168,7 @@ impl Resource for pb::Mailbox {
     const PROTO_NAME: &'static str = "deskmail.v1.Mailbox";
     const FIELD: &'static str = "mailbox";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_times(
-        &mut self,
-        created: Option<prost_types::Timestamp>,
-        updated: Option<prost_types::Timestamp>,
-    ) {
-        self.create_time = created;
-        self.update_time = updated;
-    }
+    common_accessors!(name);
     fn secret_fields(&mut self) -> Vec<(&'static str, &mut String)> {
         let mut out = Vec::new();
         if let Some(i) = self.inbound.as_mut() {
@@ -342,23 +350,7 @@ impl Resource for pb::Queue {
     const PROTO_NAME: &'static str = "deskmail.v1.Queue";
     const FIELD: &'static str = "queue";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_times(
-        &mut self,
-        created: Option<prost_types::Timestamp>,
-        updated: Option<prost_types::Timestamp>,
-    ) {
-        self.create_time = created;
-        self.update_time = updated;
-    }
+    common_accessors!(name);
     fn validate(&self) -> Vec<Violation> {
         let mut v = Vec::new();
         name_rules(&mut v, &self.name);
@@ -377,23 +369,7 @@ impl Resource for pb::SystemAddress {
     const PROTO_NAME: &'static str = "deskmail.v1.SystemAddress";
     const FIELD: &'static str = "system_address";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
-    fn name(&self) -> &str {
-        &self.address
-    }
-    fn set_times(
-        &mut self,
-        created: Option<prost_types::Timestamp>,
-        updated: Option<prost_types::Timestamp>,
-    ) {
-        self.create_time = created;
-        self.update_time = updated;
-    }
+    common_accessors!(address);
     fn defaults(&mut self) {
         self.address = self.address.trim().to_lowercase();
     }
@@ -417,23 +393,7 @@ impl Resource for pb::Company {
     const PROTO_NAME: &'static str = "deskmail.v1.Company";
     const FIELD: &'static str = "company";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_times(
-        &mut self,
-        created: Option<prost_types::Timestamp>,
-        updated: Option<prost_types::Timestamp>,
-    ) {
-        self.create_time = created;
-        self.update_time = updated;
-    }
+    common_accessors!(name);
     fn defaults(&mut self) {
         for d in &mut self.domains {
             *d = d.trim().trim_start_matches('@').to_lowercase();
@@ -462,23 +422,7 @@ impl Resource for pb::Contract {
     const PROTO_NAME: &'static str = "deskmail.v1.Contract";
     const FIELD: &'static str = "contract";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_times(
-        &mut self,
-        created: Option<prost_types::Timestamp>,
-        updated: Option<prost_types::Timestamp>,
-    ) {
-        self.create_time = created;
-        self.update_time = updated;
-    }
+    common_accessors!(name);
     fn references(&self) -> Vec<Reference> {
         [
             reference("company_id", Kind::Company, &self.company_id),
@@ -504,23 +448,7 @@ impl Resource for pb::Filter {
     const PROTO_NAME: &'static str = "deskmail.v1.Filter";
     const FIELD: &'static str = "filter";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn set_id(&mut self, id: String) {
-        self.id = id;
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn set_times(
-        &mut self,
-        created: Option<prost_types::Timestamp>,
-        updated: Option<prost_types::Timestamp>,
-    ) {
-        self.create_time = created;
-        self.update_time = updated;
-    }
+    common_accessors!(name);
     fn sort_key(&self) -> String {
         // Order by position (signed, so offset into u32 range), then name.
         let pos = i64::from(self.position) + i64::from(i32::MAX) + 1;
