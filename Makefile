@@ -19,9 +19,9 @@ run: services build ## Start the whole system on the embedded defaults (Ctrl-C s
 
 test: services ## Run every test against real services
 ifeq ($(NEXTEST),yes)
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) nextest run --workspace --locked --no-fail-fast
 else
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --locked --no-fail-fast
 endif
 
 bench: services ## Measure throughput (prints figures next to the peers measured in the same run)
@@ -33,7 +33,7 @@ fmt: ## Format the code
 
 lint: ## Formatting check and clippy with -D warnings
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 ci: lint test ## What CI runs
 
