@@ -105,3 +105,29 @@ pub(crate) fn pop3_options(policy: &TlsPolicy, host: &str) -> Result<deskmail_po
     }
     Ok(options.danger_accept_invalid_certs(policy.accept_invalid_certs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_extra_ca_is_a_tls_error() {
+        for pem in [
+            b"not a pem".to_vec(),
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec(),
+        ] {
+            let policy = TlsPolicy::with_extra_ca(pem);
+            let err = client_config(&policy, Protocol::Imap, "h").err().map(|e| e.reason());
+            assert_eq!(err, Some(deskmail_core::StatusReason::TlsFailed));
+            assert!(lettre_parameters(&policy, "h").is_err());
+            assert!(pop3_options(&policy, "h").is_err());
+        }
+    }
+
+    #[test]
+    fn default_policy_builds() {
+        assert!(client_config(&TlsPolicy::default(), Protocol::Imap, "h").is_ok());
+        assert!(lettre_parameters(&TlsPolicy::default(), "mail.example.com").is_ok());
+        assert!(client_config(&TlsPolicy::dangerous_accept_invalid_certs(), Protocol::Imap, "h").is_ok());
+    }
+}
