@@ -164,8 +164,8 @@ fi
 # Real clients in another language for the tests: a gRPC client generated from proto/ by
 # grpcio-tools, and pika as an integrator's AMQP client.
 step "python clients"
-PY_PKGS=(grpcio grpcio-tools pika)
-if python3 -c 'import grpc, grpc_tools, pika' 2>/dev/null; then
+PY_PKGS=(grpcio grpcio-tools grpcio-reflection grpcio-health-checking pika)
+if python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, pika' 2>/dev/null; then
   ok "already installed"
 else
   command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-pip)"
@@ -173,7 +173,7 @@ else
   python3 -m pip install -q --disable-pip-version-check "${PY_PKGS[@]}" >&2 9>&- \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages "${PY_PKGS[@]}" >&2 9>&- \
     || die "pip install ${PY_PKGS[*]} failed"
-  python3 -c 'import grpc, grpc_tools, pika' || die "python clients installed but not importable"
+  python3 -c 'import grpc, grpc_tools, grpc_reflection, grpc_health, pika' || die "python clients installed but not importable"
   ok "installed ${PY_PKGS[*]}"
 fi
 

@@ -32,3 +32,28 @@ async fn a_python_grpcio_client_creates_and_lists_a_mailbox() {
     assert_eq!(result["unauthenticated"], true);
     configd.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_and_health_answer_a_python_client() {
+    let configd = Configd::start(Db::Sqlite).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/reflect.py");
+    let port = configd.port.to_string();
+    let output = tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(port).output())
+        .await
+        .unwrap()
+        .expect("python3 runs (scripts/ensure-services.sh installs grpcio-reflection)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["health"], "SERVING");
+    let services: Vec<&str> =
+        result["services"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    for want in [
+        "deskmail.v1.MailboxService",
+        "deskmail.v1.ConfigWatch",
+        "deskmail.v1.LeaseService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.contains(&want), "{want} not in {services:?}");
+    }
+    configd.stop().await;
+}
