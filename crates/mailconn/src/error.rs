@@ -110,6 +110,17 @@ pub enum ConnError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The OAuth2 token endpoint refused or failed to give an access token.
+    #[error("OAuth2 token refresh: {detail}")]
+    Token {
+        /// The endpoint's words (`invalid_grant: Token has been expired or revoked`) or
+        /// what went wrong reaching it. Never the tokens themselves.
+        detail: String,
+        /// The refresh token was refused (`invalid_grant`): an admin must authorize again.
+        expired: bool,
+        /// Whether trying again later may help (the endpoint unreachable or 5xx).
+        transient: bool,
+    },
     /// The settings cannot work (no credentials where a login is needed, CR/LF in a name,
     /// an address that does not parse); nothing was or could be sent.
     #[error("unusable settings: {detail}")]
@@ -133,6 +144,9 @@ impl ConnError {
             Self::Timeout { .. } => StatusReason::Timeout,
             Self::Protocol { .. } => StatusReason::ProtocolError,
             Self::Settings { reason, .. } => *reason,
+            Self::Token { expired: true, .. } => StatusReason::TokenExpired,
+            Self::Token { transient: true, .. } => StatusReason::ConnectFailed,
+            Self::Token { .. } => StatusReason::ProtocolError,
         }
     }
 
@@ -143,9 +157,10 @@ impl ConnError {
     pub fn server_message(&self) -> String {
         match self {
             Self::Auth { reply, .. } | Self::MailboxNotFound { reply, .. } => reply.clone(),
-            Self::Protocol { detail, .. } | Self::Tls { detail, .. } | Self::Settings { detail, .. } => {
-                detail.clone()
-            }
+            Self::Protocol { detail, .. }
+            | Self::Tls { detail, .. }
+            | Self::Settings { detail, .. }
+            | Self::Token { detail, .. } => detail.clone(),
             Self::Dns { .. } | Self::Connect { .. } | Self::Timeout { .. } => self.to_string(),
         }
     }
@@ -156,7 +171,9 @@ impl ConnError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Dns { .. } | Self::Connect { .. } | Self::Timeout { .. } => true,
-            Self::Auth { transient, .. } | Self::Protocol { transient, .. } => *transient,
+            Self::Auth { transient, .. }
+            | Self::Protocol { transient, .. }
+            | Self::Token { transient, .. } => *transient,
             Self::Tls { .. } | Self::MailboxNotFound { .. } | Self::Settings { .. } => false,
         }
     }

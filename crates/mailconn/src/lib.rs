@@ -17,6 +17,7 @@
 mod error;
 pub mod imap;
 mod net;
+mod oauth;
 pub mod pop3;
 mod settings;
 pub mod smtp;
@@ -24,6 +25,7 @@ mod tls;
 
 pub use error::{BoxError, ConnError, Protocol};
 pub use net::MailStream;
+pub use oauth::{AccessToken, OAuth2Settings, refresh_access_token};
 pub use settings::{Credentials, DEFAULT_TIMEOUT, Security, ServerEndpoint, TlsPolicy};
 pub use {async_imap, lettre};
 

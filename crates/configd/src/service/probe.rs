@@ -65,11 +65,30 @@ fn endpoint(host: &str, port: u32, security: i32, allow_invalid: bool) -> mc::Se
     ep
 }
 
-fn credentials(auth: i32, username: &str, password: &str) -> Result<mc::Credentials, String> {
+/// The login for a part: its password, or an access token fresh from its OAuth2 token
+/// endpoint (a refused refresh token is `token_expired`).
+async fn credentials(
+    auth: i32,
+    username: &str,
+    password: &str,
+    oauth2: Option<&pb::OAuth2>,
+) -> Result<mc::Credentials, mc::ConnError> {
     match pb::AuthMethod::try_from(auth).unwrap_or_default() {
         pb::AuthMethod::None => Ok(mc::Credentials::None),
         pb::AuthMethod::Oauth2 => {
-            Err("testing OAuth2 boxes needs the token refresh that lands with the fetcher issue".to_owned())
+            let o = oauth2.cloned().unwrap_or_default();
+            let settings = mc::OAuth2Settings {
+                token_url: o.token_url,
+                client_id: o.client_id,
+                client_secret: (!o.client_secret.is_empty()).then(|| o.client_secret.into()),
+                refresh_token: o.refresh_token.into(),
+                scopes: o.scopes,
+            };
+            let token = mc::refresh_access_token(&settings, TIMEOUT).await?;
+            Ok(mc::Credentials::OAuth2Token {
+                username: username.to_owned(),
+                access_token: token.access_token,
+            })
         }
         _ => Ok(mc::Credentials::password(username, password)),
     }
@@ -106,14 +125,10 @@ pub fn reason(r: deskmail_core::StatusReason) -> i32 {
 
 async fn test_inbound(i: &pb::InboundSettings) -> pb::TestResult {
     let started = Instant::now();
-    let mut r = outcome(pb::Direction::Inbound, started);
-    let creds = match credentials(i.auth, &i.username, &i.password) {
+    let r = outcome(pb::Direction::Inbound, started);
+    let creds = match credentials(i.auth, &i.username, &i.password, i.oauth2.as_ref()).await {
         Ok(c) => c,
-        Err(why) => {
-            r.reason = pb::StatusReason::ProtocolError as i32;
-            r.message = why;
-            return r;
-        }
+        Err(e) => return failed(r, &e),
     };
     let ep = endpoint(&i.host, i.port, i.security, i.allow_invalid_certs);
     let probe = if i.protocol == pb::Protocol::Pop3 as i32 {
@@ -136,14 +151,10 @@ async fn test_inbound(i: &pb::InboundSettings) -> pb::TestResult {
 
 async fn test_outbound(o: &pb::OutboundSettings) -> pb::TestResult {
     let started = Instant::now();
-    let mut r = outcome(pb::Direction::Outbound, started);
-    let creds = match credentials(o.auth, &o.username, &o.password) {
+    let r = outcome(pb::Direction::Outbound, started);
+    let creds = match credentials(o.auth, &o.username, &o.password, o.oauth2.as_ref()).await {
         Ok(c) => c,
-        Err(why) => {
-            r.reason = pb::StatusReason::ProtocolError as i32;
-            r.message = why;
-            return r;
-        }
+        Err(e) => return failed(r, &e),
     };
     let ep = endpoint(&o.host, o.port, o.security, o.allow_invalid_certs);
     let probe = mc::test_outbound(&ep, &creds, None).await;
@@ -169,7 +180,17 @@ pub async fn send_test(
     if !is_address(&req.to) {
         return Err(bad_request(vec![("to".into(), format!("{:?} is not a mail address", req.to))]));
     }
-    let creds = credentials(o.auth, &o.username, &o.password).map_err(Status::failed_precondition)?;
+    let creds = match credentials(o.auth, &o.username, &o.password, o.oauth2.as_ref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(pb::SendTestEmailResponse {
+                ok: false,
+                reason: reason(e.reason()),
+                message: e.server_message(),
+                message_id: String::new(),
+            });
+        }
+    };
     let subject = if req.subject.is_empty() { "deskmail test message" } else { &req.subject };
     let body = if req.body.is_empty() {
         format!("This is a test message from deskmail, sent through the mailbox {:?}.\n", mailbox.name)

@@ -112,3 +112,69 @@ async fn connection_tests_report_the_design_reasons() {
     assert_eq!(stack.message_count("support@desk.test", "INBOX").unwrap(), 2);
     configd.stop().await;
 }
+
+/// A token endpoint for one test: answers every request with `body` and `status`.
+/// (An OAuth2 provider cannot run here; the mail servers it guards are the real Dovecot and
+/// Postfix, which accept the access token as XOAUTH2.)
+async fn token_endpoint(status: &'static str, body: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let _ = socket.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}/token")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_boxes_refresh_their_token_and_log_in_with_xoauth2() {
+    let stack = MailStack::builder().user("support@desk.test", "support-pass").start().unwrap();
+    let configd = Configd::start(Db::Sqlite).await;
+    let c = configd.channel().await;
+    let q = queues(c.clone(), ADMIN)
+        .create_queue(pb::CreateQueueRequest {
+            queue: Some(pb::Queue { name: "Q".into(), ..Default::default() }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The kit's Dovecot takes the user's password as its XOAUTH2 bearer token.
+    let good = token_endpoint(
+        "200 OK",
+        r#"{"access_token":"support-pass","token_type":"Bearer","expires_in":3600}"#,
+    )
+    .await;
+    let revoked = token_endpoint(
+        "400 Bad Request",
+        r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#,
+    )
+    .await;
+    let oauth_box = |token_url: &str| {
+        let mut m = imap_mailbox("oauth", &q.id, stack.imaps_port(), "");
+        let i = m.inbound.as_mut().unwrap();
+        i.auth = pb::AuthMethod::Oauth2 as i32;
+        i.oauth2 = Some(pb::OAuth2 {
+            client_id: "deskmail".into(),
+            client_secret: "app-secret".into(),
+            refresh_token: "refresh-1".into(),
+            token_url: token_url.into(),
+            ..Default::default()
+        });
+        m
+    };
+    let ok = test_one(&c, oauth_box(&good)).await;
+    assert!(ok.ok, "{ok:?}");
+    let expired = test_one(&c, oauth_box(&revoked)).await;
+    assert_eq!(expired.reason, pb::StatusReason::TokenExpired as i32, "{expired:?}");
+    assert!(expired.message.contains("invalid_grant"), "{expired:?}");
+    assert!(!expired.message.contains("refresh-1") && !expired.message.contains("app-secret"));
+    configd.stop().await;
+}
