@@ -442,5 +442,41 @@ async fn mailbox_test_against_a_real_mail_server() {
     let line = row(&failed.stdout, "inbound");
     assert!(line.contains("failed") && line.contains("auth_failed"), "{failed:?}");
     assert!(!failed.stdout.contains("wrong-pass"));
+
+    // An outbound part over SMTPS, then a test mail through it: it arrives.
+    let smtps = stack.smtps_port().to_string();
+    let args = [
+        "mailbox",
+        "update",
+        "support",
+        "--out-host",
+        "127.0.0.1",
+        "--out-port",
+        &smtps,
+        "--out-security",
+        "tls",
+        "--out-auth",
+        "password",
+        "--out-user",
+        "support@desk.test",
+        "--out-password-stdin",
+        "--from",
+        "support@desk.test",
+        "--out-allow-invalid-certs",
+    ];
+    d.ctl_in(&args, "support-pass\n").await.success();
+    let sent = d.ok(&["mailbox", "send-test", "support", "--to", "support@desk.test"]).await;
+    assert!(sent.contains("250") || sent.to_lowercase().contains("ok"), "{sent}");
+    let mut count = 0;
+    for _ in 0..100 {
+        count = stack.message_count("support@desk.test", "INBOX").unwrap();
+        if count == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(count, 3, "the test mail arrived");
+    let refused = d.ctl(&["mailbox", "send-test", "support", "--to", "not an address"]).await;
+    assert_ne!(refused.code, 0, "{refused:?}");
     d.stop().await;
 }
