@@ -70,7 +70,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Conf
 async fn serve(config: &Config, state: AppState, shutdown: CancellationToken) -> Result<(), ConfigdError> {
     let addr = SocketAddr::new(config.listen.bind, config.listen.port.get());
     let tokens = auth::Tokens::new(&config.auth);
-    let resources = service::Resources { state };
+    let resources = service::Resources { state, shutdown: shutdown.clone() };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()

@@ -8,11 +8,12 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
-use super::crud::find_row;
+use super::crud::{find_row, write};
 use super::errors::{bad_request, store_error};
 use super::resources::Resources;
 use crate::auth::{Role, require_admin, role};
 use crate::state::{now_micros, timestamp};
+use crate::store::Op;
 use crate::store::{StatusRecord, entity::status};
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::ConfigSnapshot, Status>> + Send>>;
@@ -28,6 +29,7 @@ impl pb::config_watch_server::ConfigWatch for Resources {
             (snap.revision > known || known == 0)
                 .then(|| Ok(if daemon { snap.daemon.clone() } else { snap.admin.clone() }))
         });
+        let stream = futures::StreamExt::take_until(stream, self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -113,6 +115,34 @@ impl pb::status_service_server::StatusService for Resources {
         }
         let total_size = i32::try_from(statuses.len()).unwrap_or(i32::MAX);
         Ok(Response::new(pb::ListStatusResponse { statuses, next_page_token: String::new(), total_size }))
+    }
+
+    async fn store_refresh_token(
+        &self,
+        r: Request<pb::StoreRefreshTokenRequest>,
+    ) -> Result<Response<pb::StoreRefreshTokenResponse>, Status> {
+        let req = r.into_inner();
+        let path = match pb::Direction::try_from(req.direction).unwrap_or_default() {
+            pb::Direction::Inbound => "inbound.oauth2.refresh_token",
+            pb::Direction::Outbound => "outbound.oauth2.refresh_token",
+            pb::Direction::Unspecified => {
+                return Err(bad_request(vec![(
+                    "direction".to_owned(),
+                    "must be INBOUND or OUTBOUND".to_owned(),
+                )]));
+            }
+        };
+        if req.refresh_token.trim().is_empty() {
+            return Err(bad_request(vec![("refresh_token".to_owned(), "must not be empty".to_owned())]));
+        }
+        let row = find_row::<pb::Mailbox>(&self.state, &req.mailbox_id).await?;
+        let sealed = self
+            .state
+            .secrets
+            .seal(&row.id, path, req.refresh_token.trim())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        write(&self.state, vec![Op::Put { row, secrets: vec![(path.to_owned(), Some(sealed))] }]).await?;
+        Ok(Response::new(pb::StoreRefreshTokenResponse {}))
     }
 }
 

@@ -11,6 +11,9 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct Resources {
     pub state: AppState,
+    /// Cancelled when configd stops: open Watch streams end then, so daemons reconnect
+    /// (to this configd when it is back, or to another) instead of waiting on a dead stream.
+    pub shutdown: deskmail_runtime::CancellationToken,
 }
 
 macro_rules! resource_service {
