@@ -71,9 +71,54 @@ impl<'de> Deserialize<'de> for Port {
 
 /// A secret from config (a token, a password, a database URL with a password in it).
 /// Its `Debug` and `Display` never show the value; call [`Secret::expose`] where it is used.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
+///
+/// Deserializes from a string, or from a number or boolean (an environment variable of
+/// digits arrives as a number) taken as its text. Errors never quote the value.
+#[derive(Clone)]
 pub struct Secret(SecretString);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl<'v> Visitor<'v> for SecretVisitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("is not a string (quote the value)"))
+            }
+            fn visit_map<A: de::MapAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(de::Error::custom("is a table, not a string"))
+            }
+            fn visit_seq<A: de::SeqAccess<'v>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(de::Error::custom("is a list, not a string"))
+            }
+        }
+        d.deserialize_any(SecretVisitor)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -136,6 +181,31 @@ mod tests {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[derive(Deserialize)]
+    struct S {
+        token: Secret,
+    }
+
+    #[test]
+    fn a_secret_of_digits_is_taken_as_text_and_errors_never_quote_it() {
+        let digits: S = toml_de("token = 1234567890123456789");
+        assert_eq!(digits.token.expose(), "1234567890123456789");
+        let env: S = figment::Figment::new()
+            .merge(figment::providers::Serialized::default("token", 98765432109876543210_u128))
+            .extract()
+            .unwrap();
+        assert_eq!(env.token.expose(), "98765432109876543210");
+        for text in ["token = 3.14159", "token = [\"hunter2\"]", "token = { v = \"hunter2\" }"] {
+            let err = figment::Figment::from(figment::providers::Toml::string(text))
+                .extract::<S>()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!err.is_empty(), "{text}");
+            assert!(!err.contains("hunter2") && !err.contains("3.14159"), "{text}: {err}");
+        }
     }
 
     fn toml_de<T: serde::de::DeserializeOwned>(s: &str) -> T {
