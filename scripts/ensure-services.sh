@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ensure-services.sh — idempotently make the services deskmail's tests need available
 # (adapted from shared/recipes/ensure-services.example.sh; adds the mail-stack packages:
-#  Dovecot, Postfix, swaks, for the test kit's private instances, which it starts itself)
+#  Dovecot, Postfix, swaks, for the test kit's private instances, which it starts itself;
+#  isync (mbsync) and fetchmail, the peers the fetcher benchmark measures against)
 # on Debian 12 (no systemd required; run as root when anything has to be installed/started):
 #   RabbitMQ    amqp://guest:guest@127.0.0.1:5672/%2f  (+ management HTTP API http://guest:guest@127.0.0.1:15672/api)
 #   PostgreSQL  postgres://root@127.0.0.1:5432/root   (role root, SUPERUSER, trust auth on 127.0.0.1 and ::1)
@@ -44,7 +45,7 @@ missing=()
 dpkg-query -W -f='${Status}' rabbitmq-server 2>/dev/null | grep -q 'ok installed' || missing+=(rabbitmq-server)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 # Mail stack for the test kit (private Dovecot/Postfix per test run, never the system ones).
-for pkg in dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix swaks libnet-ssleay-perl openssl curl; do
+for pkg in dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix swaks libnet-ssleay-perl openssl curl isync fetchmail; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
 done
 policy_guard=0
