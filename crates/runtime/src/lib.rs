@@ -5,6 +5,7 @@
 
 mod daemon;
 mod log;
+pub mod notify;
 mod shutdown;
 
 pub use daemon::{DaemonArgs, DaemonConfig, daemon_main};
