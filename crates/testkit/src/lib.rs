@@ -3,6 +3,7 @@
 //! - [`rabbit::Vhost`]: a RabbitMQ vhost of its own on the local broker (management HTTP API).
 //! - [`pg::Database`]: a PostgreSQL database of its own on the local server.
 //! - [`process::DaemonProcess`]: a daemon binary run as its own process (logs, signals).
+//! - [`samples`]: realistic test mails from a seed (charsets, attachments, follow-ups).
 //! - [`mail::MailStack`]: private Dovecot (IMAP, IMAPS, POP3, POP3S) and Postfix (SMTP with
 //!   AUTH over STARTTLS and implicit TLS) instances on free high ports.
 //!
@@ -14,6 +15,7 @@ pub mod mail;
 pub mod pg;
 pub mod process;
 pub mod rabbit;
+pub mod samples;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
