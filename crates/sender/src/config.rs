@@ -32,6 +32,56 @@ pub struct Config {
     /// How long sends in flight may take to finish after SIGTERM. Default `30s`.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// `[retry]`: the delays of the retry queues.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// `[retry]`: how temporary failures are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Wait before each retry, one retry queue per delay (`<prefix>.outbound.retry.<delay>`);
+    /// after the last, the job is dead-lettered. Default `["30s", "2m", "10m", "1h"]`.
+    /// Shorter delays are for tests and staging: each new delay declares a new queue.
+    #[serde(default = "default_retry_delays")]
+    pub delays: Vec<String>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { delays: default_retry_delays() }
+    }
+}
+
+fn default_retry_delays() -> Vec<String> {
+    ["30s", "2m", "10m", "1h"].iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl RetryConfig {
+    /// The delays as durations (validated at load).
+    pub fn durations(&self) -> Vec<Duration> {
+        self.delays.iter().filter_map(|d| humantime::parse_duration(d).ok()).collect()
+    }
+}
+
+impl Validate for RetryConfig {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if self.delays.is_empty() {
+            problems.push(("delays".into(), "needs at least one delay".into()));
+        }
+        for (i, d) in self.delays.iter().enumerate() {
+            match humantime::parse_duration(d) {
+                Ok(v) if v >= Duration::from_millis(1) && v <= Duration::from_secs(24 * 3600) => {}
+                Ok(_) => {
+                    problems.push((format!("delays[{i}]"), format!("{d:?} must be between 1ms and 24h")))
+                }
+                Err(e) => problems.push((format!("delays[{i}]"), format!("{d:?} is not a duration: {e}"))),
+            }
+        }
+        problems
+    }
 }
 
 /// `[smtp]`: limits that apply to every outbound box.
@@ -50,6 +100,9 @@ pub struct SmtpConfig {
     /// The name sent in EHLO; default the machine's host name.
     #[serde(default)]
     pub hello_name: Option<String>,
+    /// Jobs handled at once (across all boxes). Default 64.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for SmtpConfig {
@@ -59,6 +112,7 @@ impl Default for SmtpConfig {
             command_timeout: default_command_timeout(),
             pool_max_per_box: default_pool_size(),
             hello_name: None,
+            max_in_flight: default_max_in_flight(),
         }
     }
 }
@@ -78,6 +132,9 @@ fn default_command_timeout() -> Duration {
 fn default_pool_size() -> u32 {
     8
 }
+fn default_max_in_flight() -> usize {
+    64
+}
 
 impl Validate for SmtpConfig {
     fn validate(&self) -> Vec<(String, String)> {
@@ -87,6 +144,9 @@ impl Validate for SmtpConfig {
         }
         if self.command_timeout.is_zero() {
             problems.push(("command_timeout".into(), "must be more than 0s".into()));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 4096 {
+            problems.push(("max_in_flight".into(), "must be between 1 and 4096".into()));
         }
         if self.pool_max_per_box == 0 {
             problems.push(("pool_max_per_box".into(), "must be at least 1".into()));
@@ -108,6 +168,7 @@ impl Validate for Config {
         problems.extend(prefixed("metrics", self.metrics.validate()));
         problems.extend(prefixed("sent_log", self.sent_log.validate()));
         problems.extend(prefixed("smtp", self.smtp.validate()));
+        problems.extend(prefixed("retry", self.retry.validate()));
         problems
     }
 }

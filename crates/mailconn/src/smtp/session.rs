@@ -33,6 +33,18 @@ pub async fn connect(
     creds: &Credentials,
     hello: &ClientId,
 ) -> Result<AsyncSmtpConnection, ConnError> {
+    connect_with_keywords(ep, creds, hello, false).await.map(|(conn, _)| conn)
+}
+
+/// Like [`connect`]; with `want_keywords`, also sends EHLO once more just before AUTH (after
+/// TLS, where EHLO is allowed anyway) and returns its keywords (`PIPELINING`, `SIZE 52428800`,
+/// ...), which lettre's `ServerInfo` does not keep. One round trip more per session.
+pub async fn connect_with_keywords(
+    ep: &ServerEndpoint,
+    creds: &Credentials,
+    hello: &ClientId,
+    want_keywords: bool,
+) -> Result<(AsyncSmtpConnection, Vec<String>), ConnError> {
     // Unusable TLS settings fail before any traffic.
     let starttls = match ep.security {
         Security::StartTls => Some(tls::lettre_parameters(&ep.tls, &ep.host)?),
@@ -67,8 +79,18 @@ pub async fn connect(
         })
         .await?;
     }
+    let mut keywords = Vec::new();
+    if want_keywords {
+        let ehlo = bounded(P, "EHLO", ep.timeout, async {
+            conn.command(lettre::transport::smtp::commands::Ehlo::new(hello.clone()))
+                .await
+                .map_err(|e| classify_error(e, "EHLO", &[]))
+        })
+        .await?;
+        keywords = ehlo.message().skip(1).map(str::to_string).collect();
+    }
     authenticate(&mut conn, ep, creds).await?;
-    Ok(conn)
+    Ok((conn, keywords))
 }
 
 fn tls_error(ep: &ServerEndpoint, detail: String) -> ConnError {

@@ -1,7 +1,5 @@
 //! The sender binary, run as an operator runs it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic: that is the failure
-
 use std::process::Command;
 
 /// Writes `toml` to `sender.toml` in a temp dir and runs `deskmail-sender --check-config`.
@@ -86,47 +84,5 @@ fn help_lists_the_common_flags() {
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in ["--config", "--check-config", "--log-format"] {
         assert!(help.contains(flag), "{flag} missing in: {help}");
-    }
-}
-
-mod lifecycle {
-    use std::path::Path;
-    use std::time::Duration;
-
-    use deskmail_testkit::process::DaemonProcess;
-    use deskmail_testkit::rabbit::Vhost;
-
-    fn start(vhost: &Vhost, extra_args: &[&str]) -> DaemonProcess {
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sender.example.toml");
-        let mut args = vec!["--config", example.to_str().unwrap()];
-        args.extend_from_slice(extra_args);
-        let url = vhost.amqp_url();
-        DaemonProcess::spawn(
-            Path::new(env!("CARGO_BIN_EXE_deskmail-sender")),
-            &args,
-            &[("DESKMAIL_AMQP__URL", url.as_str())],
-        )
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn starts_declares_the_topology_and_stops_on_sigterm() {
-        deskmail_testkit::process::check_broker_daemon_lifecycle(
-            Path::new(env!("CARGO_BIN_EXE_deskmail-sender")),
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/sender.example.toml"),
-        )
-        .await
-        .unwrap();
-    }
-
-    #[tokio::test]
-    async fn logs_json_when_asked() {
-        let vhost = Vhost::create("sender-json").unwrap();
-        let mut sender = start(&vhost, &["--log-format", "json"]);
-        let line = sender.wait_for_log("Ready.", Duration::from_secs(30)).unwrap();
-        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(parsed["level"], "INFO");
-        assert_eq!(parsed["message"], "Ready.");
-        assert!(sender.terminate(Duration::from_secs(15)).unwrap().success());
     }
 }

@@ -1,0 +1,219 @@
+//! The sent-jobs log: job id -> Message-ID, box, time, the server's reply. A job whose id is
+//! here is not sent again (idempotency across redeliveries, restarts and several senders).
+//! sea-orm on SQLite (default, a file under `var/`) or PostgreSQL, one migration set.
+
+use deskmail_config::DatabaseConfig;
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait};
+use sea_orm_migration::MigratorTrait;
+use tokio::sync::{mpsc, oneshot};
+
+/// The `sent_jobs` table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sent_jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub job_id: String,
+        pub message_id: String,
+        pub mailbox_id: String,
+        /// Microseconds since the Unix epoch.
+        pub sent_at: i64,
+        /// The server's reply (or `dry-run`).
+        pub reply: String,
+        pub dry_run: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod migration {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::{big_integer, boolean, string, text};
+
+    pub struct Migrator;
+
+    #[async_trait::async_trait]
+    impl MigratorTrait for Migrator {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            vec![Box::new(Initial)]
+        }
+        fn migration_table_name() -> DynIden {
+            "sender_migrations".into_iden()
+        }
+    }
+
+    #[derive(DeriveMigrationName)]
+    struct Initial;
+
+    #[derive(DeriveIden)]
+    enum SentJobs {
+        Table,
+        JobId,
+        MessageId,
+        MailboxId,
+        SentAt,
+        Reply,
+        DryRun,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Initial {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.create_table(
+                Table::create()
+                    .table(SentJobs::Table)
+                    .if_not_exists()
+                    .col(string(SentJobs::JobId).primary_key())
+                    .col(string(SentJobs::MessageId))
+                    .col(string(SentJobs::MailboxId))
+                    .col(big_integer(SentJobs::SentAt))
+                    .col(text(SentJobs::Reply))
+                    .col(boolean(SentJobs::DryRun))
+                    .to_owned(),
+            )
+            .await?;
+            m.create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("sent_jobs_sent_at")
+                    .table(SentJobs::Table)
+                    .col(SentJobs::SentAt)
+                    .to_owned(),
+            )
+            .await
+        }
+
+        async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.drop_table(Table::drop().table(SentJobs::Table).to_owned()).await
+        }
+    }
+}
+
+/// What went wrong with the sent-jobs log.
+#[derive(Debug, thiserror::Error)]
+pub enum SentLogError {
+    #[error("sent_log: cannot create directory {path}: {source}")]
+    Directory { path: String, source: std::io::Error },
+    #[error("sent_log: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// A batched write failed (the text of the database's error), or the writer is gone.
+    #[error("sent_log: {0}")]
+    Write(String),
+}
+
+/// One sent job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRecord {
+    pub job_id: String,
+    pub message_id: String,
+    pub mailbox_id: String,
+    pub sent_at_micros: i64,
+    pub reply: String,
+    pub dry_run: bool,
+}
+
+type WriteRequest = (SentRecord, oneshot::Sender<Result<(), String>>);
+
+/// Most records written in one statement (6 parameters each, far below SQLite's limit).
+const WRITE_BATCH: usize = 512;
+
+/// The log, shared by every send task (cheap to clone). Records are written by one task in
+/// batches (group commit): one writer, so SQLite never has two writers waiting on its lock,
+/// and one statement and commit for every record that arrived meanwhile.
+#[derive(Debug, Clone)]
+pub struct SentLog {
+    db: DatabaseConnection,
+    writer: mpsc::Sender<WriteRequest>,
+}
+
+/// Writes what arrives, in batches, until every `SentLog` is dropped.
+async fn write_batches(db: DatabaseConnection, mut rx: mpsc::Receiver<WriteRequest>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let rows = batch.iter().map(|(r, _)| entity::ActiveModel {
+            job_id: Set(r.job_id.clone()),
+            message_id: Set(r.message_id.clone()),
+            mailbox_id: Set(r.mailbox_id.clone()),
+            sent_at: Set(r.sent_at_micros),
+            reply: Set(r.reply.clone()),
+            dry_run: Set(r.dry_run),
+        });
+        let outcome = entity::Entity::insert_many(rows)
+            .on_conflict_do_nothing_on([entity::Column::JobId])
+            .exec(&db)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string());
+        for (_, reply) in batch.drain(..) {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+impl SentLog {
+    /// Connects (creating a SQLite file's directory) and migrates.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self, SentLogError> {
+        let url = config.url.expose();
+        if let Some(path) = sqlite_path(url)
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| SentLogError::Directory { path: dir.display().to_string(), source })?;
+        }
+        let mut options = ConnectOptions::new(url.to_owned());
+        options.max_connections(config.max_connections).sqlx_logging(false);
+        let db = Database::connect(options).await?;
+        if config.is_sqlite() {
+            db.execute_unprepared(
+                "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA synchronous=NORMAL;",
+            )
+            .await?;
+        }
+        migration::Migrator::up(&db, None).await?;
+        let (writer, rx) = mpsc::channel(WRITE_BATCH * 4);
+        tokio::spawn(write_batches(db.clone(), rx));
+        Ok(Self { db, writer })
+    }
+
+    /// The record of `job_id`, if it was sent.
+    pub async fn find(&self, job_id: &str) -> Result<Option<SentRecord>, SentLogError> {
+        Ok(entity::Entity::find_by_id(job_id.to_owned()).one(&self.db).await?.map(|m| SentRecord {
+            job_id: m.job_id,
+            message_id: m.message_id,
+            mailbox_id: m.mailbox_id,
+            sent_at_micros: m.sent_at,
+            reply: m.reply,
+            dry_run: m.dry_run,
+        }))
+    }
+
+    /// Records a sent job (durably, when this returns `Ok`); a second record of the same id
+    /// keeps the first.
+    pub async fn record(&self, r: &SentRecord) -> Result<(), SentLogError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send((r.clone(), tx))
+            .await
+            .map_err(|_| SentLogError::Write("the writer stopped".into()))?;
+        rx.await.map_err(|_| SentLogError::Write("the writer stopped".into()))?.map_err(SentLogError::Write)
+    }
+
+    /// How many jobs are recorded.
+    pub async fn count(&self) -> Result<u64, SentLogError> {
+        use sea_orm::PaginatorTrait;
+        Ok(entity::Entity::find().count(&self.db).await?)
+    }
+}
