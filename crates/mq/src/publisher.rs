@@ -85,6 +85,17 @@ impl Publisher {
         self.publish_raw(exchange, routing_key, payload, props).await
     }
 
+    /// Like [`Publisher::publish`], but not `mandatory`: a message no queue is bound for is
+    /// dropped by the broker and confirmed as a success. For fan-out events that integrators
+    /// may or may not listen to (the router's `ticket.*`): a mandatory publish would make
+    /// every unheard event an error and fill lapin's log with returned messages.
+    pub async fn publish_optional(&self, msg: OutgoingMessage) -> Result<PendingConfirm, MqError> {
+        let props = msg.properties()?;
+        debug!(exchange = %msg.exchange, routing_key = %msg.routing_key, msg_id = msg.message_id.as_deref().unwrap_or(""), "Publishing (not mandatory).");
+        let OutgoingMessage { exchange, routing_key, payload, .. } = msg;
+        self.publish_with(exchange, routing_key, payload, props, false).await
+    }
+
     /// Publishes and waits for the broker's confirm (one round trip: use
     /// [`Publisher::publish_all`] or [`Publisher::publish_stream`] for throughput).
     pub async fn publish_confirmed(&self, msg: OutgoingMessage) -> Result<(), MqError> {
@@ -147,10 +158,21 @@ impl Publisher {
         payload: Bytes,
         properties: BasicProperties,
     ) -> Result<PendingConfirm, MqError> {
+        self.publish_with(exchange, routing_key, payload, properties, true).await
+    }
+
+    async fn publish_with(
+        &self,
+        exchange: String,
+        routing_key: String,
+        payload: Bytes,
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<PendingConfirm, MqError> {
         let ex = short("exchange", &exchange)?;
         let rk = short("routing key", &routing_key)?;
         let channel = self.current();
-        let options = BasicPublishOptions { mandatory: true, immediate: false };
+        let options = BasicPublishOptions { mandatory, immediate: false };
         let mut sending: Sending =
             Box::pin(async move { channel.basic_publish(ex, rk, options, &payload, properties).await });
         // The first poll frames the message, queues the frames in lapin and takes its delivery

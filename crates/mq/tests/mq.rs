@@ -256,6 +256,26 @@ async fn unroutable_and_missing_exchange_are_errors() -> Result<()> {
     Ok(())
 }
 
+/// `publish_optional` (events nobody may listen to): an unroutable message is confirmed as
+/// sent, and mixing such messages with mandatory ones in flight blames none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_publishes_may_be_unroutable() -> Result<()> {
+    let env = env("mq_optional").await?;
+    let publisher = Publisher::new(&env.conn).await?;
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        let event = OutgoingMessage::new(env.topo.events_exchange(), "ticket.created", &b"{}"[..]);
+        pending.push(publisher.publish_optional(event.message_id(format!("e{i}"))).await?);
+        pending.push(publisher.publish(msg(&env.topo, &format!("m{i}"), &b"x"[..])).await?);
+    }
+    for p in pending {
+        p.await?;
+    }
+    let ids = drain_ids(&env.conn, &env, &env.topo.inbound_queue(), Duration::from_secs(1)).await?;
+    assert_eq!(ids.len(), 50);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_loses_nothing_that_was_confirmed() -> Result<()> {
     let env = env("mq_fault").await?;

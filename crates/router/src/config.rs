@@ -28,6 +28,21 @@ pub struct Config {
     /// How long mail in flight may take to be committed after SIGTERM. Default `30s`.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Most mails committed in one database transaction. Default 200. Keep
+    /// `amqp.prefetch` at least twice this, so one batch is collected while another commits.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Most bytes of raw mail in one batch; a batch ends at `batch_size` mails or this many
+    /// bytes, whichever comes first. Bounds the memory of large mail. Default 8 MiB.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
+    /// How long a batch waits for more mail once it has one. Default `20ms`.
+    #[serde(default = "default_batch_wait", with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// The largest raw mail stored, in bytes; larger mail is dead-lettered to
+    /// `<prefix>.inbound.dead` with the reason. Default 50 MiB.
+    #[serde(default = "default_max_mail_size")]
+    pub max_mail_size: usize,
 }
 
 fn default_database() -> DatabaseConfig {
@@ -35,6 +50,18 @@ fn default_database() -> DatabaseConfig {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(30)
+}
+fn default_batch_size() -> usize {
+    200
+}
+fn default_batch_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_batch_wait() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_max_mail_size() -> usize {
+    50 * 1024 * 1024
 }
 
 impl Validate for Config {
@@ -44,6 +71,22 @@ impl Validate for Config {
         problems.extend(prefixed("config_service", self.config_service.validate()));
         problems.extend(prefixed("metrics", self.metrics.validate()));
         problems.extend(prefixed("database", self.database.validate()));
+        if !(1..=5000).contains(&self.batch_size) {
+            problems.push(("batch_size".into(), format!("{} is not between 1 and 5000", self.batch_size)));
+        }
+        if self.batch_bytes < 64 * 1024 {
+            problems
+                .push(("batch_bytes".into(), format!("{} is too small (at least 65536)", self.batch_bytes)));
+        }
+        if self.batch_wait > Duration::from_secs(10) {
+            problems.push(("batch_wait".into(), "must be at most 10s".into()));
+        }
+        if self.max_mail_size < 1024 {
+            problems.push((
+                "max_mail_size".into(),
+                format!("{} bytes is too small (at least 1024)", self.max_mail_size),
+            ));
+        }
         problems
     }
 }
@@ -66,5 +109,7 @@ mod tests {
         let config: Config = deskmail_config::load(Some(&path)).unwrap();
         assert_eq!(config.config_service.token.expose(), "change-me-daemon-token");
         assert!(config.metrics.port.is_some());
+        assert_eq!(config.batch_size, 200);
+        assert_eq!(config.batch_wait, Duration::from_millis(20));
     }
 }

@@ -1,0 +1,316 @@
+//! Router throughput: 10,000 realistic mails (deskmail-testkit's samples: mixed sizes,
+//! attachments, charsets; a quarter are replies to earlier mails) pre-loaded on the inbound
+//! queue, routed by the real router binary into PostgreSQL and into SQLite. Prints, per store:
+//! msgs/s, per-mail latency (publish -> `ticket.*` event, which is published after the commit)
+//! p50/p99 for 5 s at a paced rate (the target, 3,000/s or 1,500/s, or half the measured
+//! throughput when that is lower), the router's peak RSS (VmHWM), and, as the limits, the bare
+//! mail-parser rate and the bare insert rate of the same rows (the store's batch commit
+//! without the broker).
+//!
+//! `cargo bench -p deskmail-router --bench route`; `ROUTE_BENCH_MAILS=N` changes the count.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use deskmail_mq::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use deskmail_mq::lapin::types::FieldTable;
+use deskmail_mq::{OutgoingMessage, Publisher};
+use deskmail_proto::v1 as pb;
+use deskmail_router::rules::Rules;
+use deskmail_router::store::{Item, Store, entity};
+use deskmail_runtime::CancellationToken;
+use deskmail_testkit::process::DaemonProcess;
+use deskmail_testkit::rabbit::Vhost;
+use deskmail_testkit::samples::SampleGen;
+use deskmail_testkit_configd::{Configd, Db};
+use futures::StreamExt;
+use sea_orm::{EntityTrait, PaginatorTrait};
+
+struct Mail {
+    raw: Bytes,
+}
+
+fn generate(n: usize) -> Vec<Mail> {
+    let mut g = SampleGen::new(42).to("support@desk.test");
+    let mut out: Vec<Mail> = Vec::with_capacity(n);
+    let mut ids: Vec<String> = Vec::new();
+    for i in 0..n {
+        let s = if i % 4 == 3 && !ids.is_empty() { g.reply(&ids[(i * 7919) % ids.len()]) } else { g.mail() };
+        ids.push(s.message_id.clone());
+        out.push(Mail { raw: Bytes::from(s.raw) });
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// configd with one by-recipient mailbox and a Support queue with auto-reply.
+async fn configd() -> (Configd, String) {
+    let configd = Configd::start(Db::Sqlite).await;
+    let admin = configd.admin().await;
+    let support = admin
+        .create_queue(pb::Queue { name: "Support".into(), auto_reply: true, ..Default::default() })
+        .await
+        .id;
+    admin
+        .addresses()
+        .create_system_address(pb::CreateSystemAddressRequest {
+            system_address: Some(pb::SystemAddress {
+                address: "support@desk.test".into(),
+                queue_id: support.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let mut m = deskmail_testkit_configd::imap_mailbox("inbox", &support, 993, "pw");
+    let inbound = m.inbound.as_mut().unwrap();
+    inbound.dispatch_mode = pb::DispatchMode::ByRecipient as i32;
+    inbound.queue_id = String::new();
+    inbound.fallback_queue_id = support;
+    let inbox = admin.create_mailbox(m).await.id;
+    (configd, inbox)
+}
+
+struct TicketsDb {
+    url: String,
+    _dir: tempfile::TempDir,
+    _pg: Option<deskmail_testkit::pg::Database>,
+}
+
+async fn tickets_db(db: Db) -> TicketsDb {
+    let dir = tempfile::tempdir().unwrap();
+    match db {
+        Db::Sqlite => TicketsDb {
+            url: format!("sqlite://{}?mode=rwc", dir.path().join("router.db").display()),
+            _dir: dir,
+            _pg: None,
+        },
+        Db::Postgres => {
+            let pg = deskmail_testkit::pg::Database::create("routebench").await.unwrap();
+            TicketsDb { url: pg.url().to_owned(), _dir: dir, _pg: Some(pg) }
+        }
+    }
+}
+
+async fn open(url: &str) -> Store {
+    Store::open(&deskmail_config::DatabaseConfig {
+        url: deskmail_config::Secret::new(url.to_owned()),
+        max_connections: 4,
+    })
+    .await
+    .unwrap()
+}
+
+async fn processed(store: &Store) -> u64 {
+    entity::processed::Entity::find().count(store.connection()).await.unwrap()
+}
+
+/// The same rows through `Store::commit` in batches of 200, no broker, no parsing in the clock.
+async fn bare_inserts(db: Db, mails: &[Mail], rules: &Rules, inbox: &str) -> f64 {
+    let tdb = tickets_db(db).await;
+    let store = open(&tdb.url).await;
+    let limits = deskmail_mailparse::Limits::default();
+    let items: Vec<Item> = mails
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Item {
+            source_id: format!("bare:{i}"),
+            mailbox_id: Some(inbox.to_owned()),
+            raw: m.raw.clone(),
+            plan: deskmail_router::dispatch::plan(&m.raw, Some(inbox), rules, &limits),
+        })
+        .collect();
+    let start = Instant::now();
+    for chunk in items.chunks(200) {
+        store.commit(chunk, rules, deskmail_router::now_micros()).await.unwrap();
+    }
+    let rate = items.len() as f64 / start.elapsed().as_secs_f64();
+    store.connection().clone().close().await.ok();
+    rate
+}
+
+struct Routed {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    paced_rate: f64,
+    rss_mib: f64,
+}
+
+async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, String) {
+    let (configd, inbox) = configd().await;
+    let snapshot =
+        configd.daemon().await.watch().get_snapshot(pb::GetSnapshotRequest {}).await.unwrap().into_inner();
+    let rules = Rules::from_snapshot(&snapshot);
+    let vhost = Vhost::create("routebench").unwrap();
+    let tdb = tickets_db(db).await;
+    let amqp = deskmail_mq::AmqpConfig { url: vhost.amqp_url_parsed().unwrap(), ..Default::default() };
+    let (conn, topology) =
+        deskmail_mq::connect_and_declare(&amqp, "bench", &CancellationToken::new()).await.unwrap();
+    let publisher = Publisher::new(&conn).await.unwrap().with_window(1024);
+    let message = |i: usize, m: &Mail, prefix: &str| {
+        OutgoingMessage::new(topology.inbound_exchange(), "mail.raw", m.raw.clone())
+            .content_type("message/rfc822")
+            .message_id(format!("{prefix}:{i}"))
+            .header("x-mailbox-id", inbox.as_str())
+    };
+    let results = publisher.publish_all(mails.iter().enumerate().map(|(i, m)| message(i, m, "bench"))).await;
+    assert!(results.iter().all(Result::is_ok));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[amqp]\nurl = \"{}\"\nprefetch = 512\n[database]\nurl = \"{}\"\n[log]\nlevel = \"info\"\n{}",
+            vhost.amqp_url(),
+            tdb.url,
+            configd.config_service_toml()
+        ),
+    )
+    .unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_deskmail-router"));
+    let mut router = DaemonProcess::spawn(binary, &["--config", config.to_str().unwrap()], &[]).unwrap();
+    router.wait_for_log("Consuming.", Duration::from_secs(60)).unwrap();
+    let start = Instant::now();
+    let store = open(&tdb.url).await;
+    let n = mails.len() as u64;
+    while processed(&store).await < n {
+        assert!(start.elapsed() < Duration::from_secs(600), "router too slow:\n{}", router.log().join("\n"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    // Latency is measured at a rate the router sustains here: the target, or half the
+    // measured throughput when that is lower (above it the queue grows and latency with it).
+    let paced_rate = target_rate.min(rate / 2.0).max(1.0);
+
+    // Latency at a paced rate: publish -> ticket event (published after the commit).
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare("bench.events".into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.queue_bind(
+        "bench.events".into(),
+        topology.events_exchange().as_str().into(),
+        "ticket.*".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut events = ch
+        .basic_consume(
+            "bench.events".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let sent: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let count = ((paced_rate * 5.0) as usize).clamp(1, mails.len());
+    let seen = sent.clone();
+    let receiver = tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(count);
+        while latencies.len() < count {
+            let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(60), events.next()).await else {
+                break;
+            };
+            let now = Instant::now();
+            let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+            if let Some(t) = body["source_id"].as_str().and_then(|s| seen.lock().unwrap().get(s).copied()) {
+                latencies.push(now.duration_since(t).as_secs_f64() * 1000.0);
+            }
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        latencies
+    });
+    let paced_start = Instant::now();
+    let mut pending = Vec::new();
+    for (i, m) in mails.iter().take(count).enumerate() {
+        let due = paced_start + Duration::from_secs_f64(i as f64 / paced_rate);
+        tokio::time::sleep_until(due.into()).await;
+        let id = format!("paced:{i}");
+        sent.lock().unwrap().insert(id.clone(), Instant::now());
+        pending.push(publisher.publish(message(i, m, "paced").message_id(id)).await.unwrap());
+        if pending.len() >= 256 {
+            for p in pending.drain(..) {
+                p.await.unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    let achieved = count as f64 / paced_start.elapsed().as_secs_f64();
+    let mut latencies = receiver.await.unwrap();
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rss_mib = vm_hwm_kib(router.pid()).unwrap_or(0) as f64 / 1024.0;
+    router.terminate(Duration::from_secs(30)).unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    drop(configd);
+    (
+        Routed {
+            rate,
+            p50_ms: percentile(&latencies, 0.5),
+            p99_ms: percentile(&latencies, 0.99),
+            paced_rate: achieved,
+            rss_mib,
+        },
+        rules,
+        inbox,
+    )
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let n: usize = std::env::var("ROUTE_BENCH_MAILS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+        let mails = generate(n);
+        let bytes: usize = mails.iter().map(|m| m.raw.len()).sum();
+        println!("route bench: {n} mails, {:.1} MiB, mean {:.1} KiB", bytes as f64 / 1048576.0, bytes as f64 / n as f64 / 1024.0);
+
+        let limits = deskmail_mailparse::Limits::default();
+        let start = Instant::now();
+        let mut ok = 0;
+        for m in &mails {
+            ok += usize::from(deskmail_mailparse::parse(&m.raw, &limits).is_ok());
+        }
+        let parse_rate = n as f64 / start.elapsed().as_secs_f64();
+        println!("bare parse (deskmail-mailparse over mail-parser, 1 thread): {parse_rate:.0} mails/s ({ok} parsed)");
+
+        for (db, name, paced) in [(Db::Postgres, "PostgreSQL", 3000.0), (Db::Sqlite, "SQLite", 1500.0)] {
+            let (r, rules, inbox) = routed(db, &mails, paced).await;
+            let bare = bare_inserts(db, &mails, &rules, &inbox).await;
+            println!(
+                "{name:<10} routed {:>6.0} mails/s (pre-loaded queue) | bare insert {:>6.0} rows/s | ratio {:.2} | \
+                 latency at {:.0}/s: p50 {:.1} ms, p99 {:.1} ms | router peak RSS {:.1} MiB",
+                r.rate,
+                bare,
+                r.rate / bare,
+                r.paced_rate,
+                r.p50_ms,
+                r.p99_ms,
+                r.rss_mib
+            );
+        }
+    });
+}

@@ -1,0 +1,138 @@
+//! The tickets database: tickets, articles, attachments, the processed-source log, the
+//! auto-reply log, ticket-number counters and the outbox, on SQLite (the embedded default) or
+//! PostgreSQL, one migration set. Written only by the router (no other daemon reads it).
+
+mod batch;
+pub mod entity;
+mod migration;
+mod number;
+mod sql;
+
+use sea_orm::sea_query::Query;
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub use batch::{BatchOutcome, Item, Outcome};
+pub use number::{civil_day, format_number};
+
+use deskmail_config::DatabaseConfig;
+
+/// What went wrong with the tickets database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("database.url: cannot create the directory {path}: {source}")]
+    Directory {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The tickets store. Cheap to clone (a pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects (creating a SQLite file's directory when needed) and migrates.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let url = config.url.expose();
+        if let Some(path) = sqlite_path(url)
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
+        }
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .max_connections(config.max_connections)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .sqlx_logging(false);
+        // WAL on every connection: readers beside the writer; a second writer (another
+        // router on the same file) waits up to the busy timeout instead of failing.
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(std::time::Duration::from_secs(30))
+        });
+        let db = Database::connect(options).await?;
+        migrate(&db).await?;
+        Ok(Self { db })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Whether the database answers (`SELECT 1`).
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    /// The outbox rows of these source ids (messages committed but maybe never published).
+    pub async fn outbox_of(&self, source_ids: &[String]) -> Result<Vec<entity::outbox::Model>, StoreError> {
+        let mut rows = Vec::new();
+        for chunk in source_ids.chunks(500) {
+            rows.extend(
+                entity::outbox::Entity::find()
+                    .filter(entity::outbox::Column::SourceId.is_in(chunk.iter().cloned()))
+                    .all(&self.db)
+                    .await?,
+            );
+        }
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(rows)
+    }
+
+    /// Forgets outbox rows once the broker confirmed them.
+    pub async fn outbox_done(&self, ids: &[String]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(500) {
+            let stmt = Query::delete()
+                .from_table(entity::outbox::Entity)
+                .and_where(entity::outbox::Column::Id.is_in(chunk.iter().cloned()))
+                .to_owned();
+            self.db.execute(&stmt).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the migrations. On PostgreSQL inside a transaction holding an advisory lock, so
+/// routers starting together on one database migrate one after the other (SQLite serialises
+/// writers by itself).
+async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        // Another process may be migrating the same file: its tables appear under us (a
+        // lock upgrade refused, "already exists"). Each migration runs in a transaction, so
+        // trying again sees it applied.
+        let mut attempt = 0;
+        loop {
+            match migration::Migrator::up(db, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 20 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "Migration raced another process; trying again.");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let tx = db.begin().await?;
+    tx.execute_unprepared("SELECT pg_advisory_xact_lock(7301946115)").await?;
+    migration::Migrator::up(&tx, None).await?;
+    tx.commit().await
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}

@@ -1,0 +1,141 @@
+//! The statements of a batch that are more than a plain insert: the dedup insert, the
+//! counter bump and the auto-reply count (all `INSERT ... ON CONFLICT ... RETURNING`, on
+//! SQLite and PostgreSQL alike), and chunked multi-row inserts.
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait};
+
+use super::batch::Item;
+use super::entity::{auto_reply_log, counter, processed};
+use crate::dispatch::Plan;
+
+fn sql(e: sea_orm::sea_query::error::Error) -> DbErr {
+    DbErr::Custom(e.to_string())
+}
+
+/// Inserts the processed-source rows; returns the source ids that were new.
+pub(super) async fn insert_processed(
+    tx: &DatabaseTransaction,
+    items: &[Item],
+    candidates: &[usize],
+    article_ids: &[Option<String>],
+    now: i64,
+) -> Result<HashSet<String>, DbErr> {
+    use processed::Column as C;
+    let mut fresh = HashSet::new();
+    for chunk in candidates.chunks(200) {
+        let mut stmt = Query::insert();
+        stmt.into_table(processed::Entity).columns([
+            C::SourceId,
+            C::MailboxId,
+            C::Outcome,
+            C::ArticleId,
+            C::Note,
+            C::Raw,
+            C::ProcessedAt,
+        ]);
+        for &i in chunk {
+            let it = &items[i];
+            let (outcome, note, raw): (&str, Option<String>, Option<Vec<u8>>) = match &it.plan {
+                Plan::Article(_) => ("article", None, None),
+                Plan::Ignore { reason } | Plan::Dead { reason } => {
+                    ("ignored", Some(reason.clone()), Some(it.raw.to_vec()))
+                }
+            };
+            stmt.values([
+                it.source_id.clone().into(),
+                it.mailbox_id.clone().into(),
+                outcome.into(),
+                article_ids[i].clone().into(),
+                note.into(),
+                raw.into(),
+                now.into(),
+            ])
+            .map_err(sql)?;
+        }
+        stmt.on_conflict(OnConflict::column(C::SourceId).do_nothing().to_owned()).returning_col(C::SourceId);
+        for row in tx.query_all(&stmt).await? {
+            fresh.insert(row.try_get::<String>("", "source_id")?);
+        }
+    }
+    Ok(fresh)
+}
+
+/// Adds `k` to a counter (creating it at `k`) and returns the new value. The row stays
+/// locked until the transaction ends, so concurrent routers draw disjoint ranges.
+pub(super) async fn bump_counter(tx: &DatabaseTransaction, name: &str, k: i64) -> Result<i64, DbErr> {
+    use counter::Column as C;
+    let mut stmt = Query::insert();
+    stmt.into_table(counter::Entity)
+        .columns([C::Name, C::Value])
+        .values([name.into(), k.into()])
+        .map_err(sql)?
+        .on_conflict(
+            OnConflict::column(C::Name)
+                .value(C::Value, Expr::col((counter::Entity, C::Value)).add(k))
+                .to_owned(),
+        )
+        .returning_col(C::Value);
+    let row =
+        tx.query_one(&stmt).await?.ok_or_else(|| DbErr::Custom("counter update returned no row".into()))?;
+    row.try_get::<i64>("", "value")
+}
+
+/// Counts the wanted auto-replies per sender for `day` and returns how many each may still
+/// get (the log's count is what was wanted, so a sender over the limit stays over it).
+pub(super) async fn count_auto_replies(
+    tx: &DatabaseTransaction,
+    wanted: &HashMap<String, i32>,
+    day: i32,
+    limit: u32,
+) -> Result<HashMap<String, i32>, DbErr> {
+    use auto_reply_log::Column as C;
+    let mut allowed = HashMap::new();
+    let senders: Vec<(&String, &i32)> = wanted.iter().collect();
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    for chunk in senders.chunks(300) {
+        let mut stmt = Query::insert();
+        stmt.into_table(auto_reply_log::Entity).columns([C::Address, C::Day, C::Count]);
+        for (sender, n) in chunk {
+            stmt.values([(*sender).clone().into(), day.into(), (**n).into()]).map_err(sql)?;
+        }
+        stmt.on_conflict(
+            OnConflict::columns([C::Address, C::Day])
+                .value(
+                    C::Count,
+                    Expr::col((auto_reply_log::Entity, C::Count)).add(Expr::cust("excluded.count")),
+                )
+                .to_owned(),
+        )
+        .returning(Query::returning().columns([C::Address, C::Count]));
+        for row in tx.query_all(&stmt).await? {
+            let address: String = row.try_get("", "address")?;
+            let total: i32 = row.try_get("", "count")?;
+            let n = wanted.get(&address).copied().unwrap_or(0);
+            let before = total - n;
+            allowed.insert(address, (limit - before).clamp(0, n));
+        }
+    }
+    Ok(allowed)
+}
+
+pub(super) async fn insert_chunked<E, I>(tx: &DatabaseTransaction, rows: I, chunk: usize) -> Result<(), DbErr>
+where
+    E: EntityTrait,
+    E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+    I: IntoIterator<Item = E::ActiveModel>,
+{
+    let mut buf: Vec<E::ActiveModel> = Vec::with_capacity(chunk);
+    for row in rows {
+        buf.push(row.reset_all());
+        if buf.len() >= chunk {
+            E::insert_many(std::mem::take(&mut buf)).exec_without_returning(tx).await?;
+        }
+    }
+    if !buf.is_empty() {
+        E::insert_many(buf).exec_without_returning(tx).await?;
+    }
+    Ok(())
+}
