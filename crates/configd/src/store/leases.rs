@@ -29,6 +29,7 @@ impl Store {
         max: usize,
         now: i64,
     ) -> Result<Vec<LeaseGrant>, StoreError> {
+        let _turn = self.write_turn().await;
         let tx = self.connection().begin().await?;
         let expires = now.saturating_add(ttl_micros);
         lease::Entity::delete_many().filter(lease::Column::ExpiresAt.lt(now)).exec(&tx).await?;
@@ -105,6 +106,7 @@ impl Store {
 
     /// Gives leases back (all of the holder's when `mailbox_ids` is empty).
     pub async fn release_leases(&self, holder: &str, mailbox_ids: &[String]) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         if mailbox_ids.is_empty() {
             // Leaving altogether: no longer counted in the others' fair share.
             lease_holder::Entity::delete_by_id(holder.to_owned()).exec(self.connection()).await?;

@@ -47,6 +47,10 @@ pub enum Op {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// SQLite only: one write transaction at a time in this process. SQLite has one writer;
+    /// a deferred transaction that must upgrade to write while another commits gets
+    /// `database is locked` at once (the busy timeout does not apply), so writers queue here.
+    sqlite_writes: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 const REVISION_KEY: &str = "revision";
@@ -71,11 +75,20 @@ impl Store {
             db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000;").await?;
         }
         migration::Migrator::up(&db, None).await?;
-        Ok(Self { db })
+        let sqlite_writes = config.is_sqlite().then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Self { db, sqlite_writes })
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Held for the length of a write (see `sqlite_writes`); `None` on PostgreSQL.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.sqlite_writes {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        }
     }
 
     /// The config revision: bumped by every change to resources or secrets.
@@ -86,6 +99,7 @@ impl Store {
 
     /// Applies the writes in one transaction and bumps the revision; returns the new one.
     pub async fn apply(&self, ops: Vec<Op>) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let tx = self.db.begin().await?;
         for op in ops {
             match op {

@@ -25,6 +25,7 @@ pub struct StatusRecord {
 impl Store {
     /// Records an attempt: success resets the error streak, an error extends it.
     pub async fn report_status(&self, r: StatusRecord) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let db = self.connection();
         let previous = status::Entity::find_by_id((r.mailbox_id.clone(), r.direction)).one(db).await?;
         let (mut last_success, mut last_error, mut total, mut streak) = previous
