@@ -43,6 +43,22 @@ pub struct FetchConfig {
     /// Time for one IMAP/POP3 command to be answered. Default `60s`.
     #[serde(default = "default_command_timeout", with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// How long a fetch lease lasts at configd; renewed every third of it. A fetcher that
+    /// dies has its mailboxes taken over by another within about this long. Default `30s`,
+    /// at least `5s`.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// First wait after a failed poll; doubled on each further failure. Default `1s`.
+    #[serde(default = "default_retry_initial", with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest wait between retries of a failing mailbox. Default `5m`.
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Most bytes of mail fetched but not yet confirmed by the broker, over all mailboxes
+    /// together; bounds the fetcher's memory. A single mail larger than this is fetched
+    /// alone. Default 33554432 (32 MiB).
+    #[serde(default = "default_inflight_bytes")]
+    pub max_inflight_bytes: u64,
 }
 
 impl Default for FetchConfig {
@@ -51,6 +67,10 @@ impl Default for FetchConfig {
             max_concurrent_mailboxes: default_concurrency(),
             max_messages_per_poll: default_per_poll(),
             command_timeout: default_command_timeout(),
+            lease_ttl: default_lease_ttl(),
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+            max_inflight_bytes: default_inflight_bytes(),
         }
     }
 }
@@ -63,6 +83,18 @@ fn default_per_poll() -> u32 {
 }
 fn default_command_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_retry_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_inflight_bytes() -> u64 {
+    32 * 1024 * 1024
 }
 fn default_grace() -> Duration {
     Duration::from_secs(30)
@@ -79,6 +111,18 @@ impl Validate for FetchConfig {
         }
         if self.command_timeout.is_zero() {
             problems.push(("command_timeout".into(), "must be more than 0s".into()));
+        }
+        if self.lease_ttl < Duration::from_secs(5) {
+            problems.push(("lease_ttl".into(), "must be at least 5s".into()));
+        }
+        if self.retry_initial.is_zero() {
+            problems.push(("retry_initial".into(), "must be more than 0s".into()));
+        }
+        if self.retry_max < self.retry_initial {
+            problems.push(("retry_max".into(), "must not be less than retry_initial".into()));
+        }
+        if self.max_inflight_bytes < 65_536 {
+            problems.push(("max_inflight_bytes".into(), "must be at least 65536".into()));
         }
         problems
     }

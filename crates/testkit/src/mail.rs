@@ -29,7 +29,9 @@
 mod control;
 mod files;
 mod inject;
+mod oauth2;
 mod procs;
+mod smtp_faults;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -37,7 +39,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
 
+pub use oauth2::{Grant, Idp};
 pub use procs::live_in_group;
+pub use smtp_faults::{SinkMode, SmtpSink};
 
 /// Said whenever a binary, helper or system account is missing.
 const INSTALL_HINT: &str = "run `make services` (scripts/ensure-services.sh) to install Dovecot and Postfix";
@@ -108,6 +112,7 @@ fn next_base() -> u16 {
 pub struct MailStackBuilder {
     users: Vec<User>,
     domains: Vec<String>,
+    oauth2_idp: bool,
 }
 
 impl MailStackBuilder {
@@ -122,6 +127,13 @@ impl MailStackBuilder {
     /// Adds a local domain (mail to it is delivered, never sunk).
     pub fn domain(mut self, domain: &str) -> Self {
         self.domains.push(domain.to_ascii_lowercase());
+        self
+    }
+
+    /// Starts a stand-in OAuth2 IdP ([`Idp`], see `mail/oauth2.rs`) and has Dovecot check
+    /// XOAUTH2/OAUTHBEARER tokens with it instead of against the passwords.
+    pub fn oauth2_idp(mut self) -> Self {
+        self.oauth2_idp = true;
         self
     }
 
@@ -146,6 +158,7 @@ pub struct MailStack {
     ids: files::Ids,
     bins: procs::Bins,
     watchdog: Option<Child>,
+    idp: Option<Idp>,
 }
 
 impl MailStack {
@@ -199,11 +212,15 @@ impl MailStack {
             ca_pem_path: path.join("tls/ca.pem"),
             ids,
             bins,
+            idp: None,
         };
         files::make_dirs(&path, &stack.ids)?;
         files::make_certs(&stack.bins.openssl, &path.join("tls"))?;
         files::write_users(&path, &stack.users)?;
         stack.ca_pem = std::fs::read(&stack.ca_pem_path).context("read tls/ca.pem")?;
+        if builder.oauth2_idp {
+            stack.idp = Some(Idp::start(&path.join("idp"))?);
+        }
         let mut failures = Vec::new();
         for _ in 0..ATTEMPTS {
             let ports = Ports::new(next_base());
@@ -214,6 +231,10 @@ impl MailStack {
             }
             stack.ports = ports;
             files::write_configs(&stack.path, &ports, &stack.domains)?;
+            if let Some(idp) = &stack.idp {
+                oauth2::enable(&stack.path, idp.port())?;
+            }
+            smtp_faults::prepare(&stack.path)?;
             match stack.start_both() {
                 Ok(()) => return Ok(stack),
                 Err(e) => {
@@ -273,6 +294,10 @@ impl MailStack {
     /// Contents of [`Self::ca_pem_path`].
     pub fn ca_pem(&self) -> Vec<u8> {
         self.ca_pem.clone()
+    }
+    /// The OAuth2 IdP, when built with [`MailStackBuilder::oauth2_idp`].
+    pub fn idp(&self) -> Option<&Idp> {
+        self.idp.as_ref()
     }
     /// The stack's temp dir.
     pub fn dir(&self) -> &Path {

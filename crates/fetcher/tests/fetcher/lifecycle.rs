@@ -1,6 +1,4 @@
-//! deskmail-fetcher run as its own process against a real RabbitMQ.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic: that is the failure
+//! Start, topology, SIGTERM, with the example config (configd not even running).
 
 use std::path::Path;
 

@@ -1,0 +1,280 @@
+//! `cargo bench -p deskmail-fetcher --bench drain`: drain a Dovecot mailbox of 10,000 mails of
+//! 8 KiB onto RabbitMQ (persistent, quorum queue, publisher confirms) with deskmail-fetcher,
+//! and in the same run fetch the same mailbox with mbsync (to a local Maildir) and fetchmail
+//! (BSMTP to a file: its fastest delivery, no process per mail) as peers, over plain IMAP on
+//! 127.0.0.1. Prints msgs/s (median of the rounds) and the ratio to the fastest peer, then
+//! the fetcher's peak RSS (VmHWM) for that drain and for a mailbox of 25 MB mails.
+//!
+//! Needs what `make test` needs plus the Debian packages `isync` and `fetchmail`.
+//! Knobs for experiments (not `DESKMAIL_*`: the in-process configd refuses unknown ones): `DRAIN_BENCH_ROUNDS` (3), `DRAIN_BENCH_PER_POLL` (500, the
+//! fetcher's default `fetch.max_messages_per_poll`), `DRAIN_BENCH_PEERS=0` (skip the peers).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use deskmail_mq::lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
+use deskmail_mq::lapin::types::FieldTable;
+use deskmail_mq::lapin::{Channel, Connection, ConnectionProperties};
+use deskmail_proto::v1 as pb;
+use deskmail_testkit::mail::MailStack;
+use deskmail_testkit::process::DaemonProcess;
+use deskmail_testkit::rabbit::Vhost;
+use deskmail_testkit_configd::{Configd, Db};
+
+const N: usize = 10_000;
+const SIZE: usize = 8 * 1024;
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+const BIG_MAILS: usize = 4;
+const BIG: usize = 25 * 1024 * 1024;
+const QUEUE: &str = "deskmail.inbound.raw";
+const USER: &str = "bench@desk.test";
+const BIG_USER: &str = "big@desk.test";
+const PW: &str = "bench-pw";
+
+fn mail(i: usize, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: customer@client.test\r\nTo: {USER}\r\nSubject: bench {i}\r\nMessage-ID: <bench-{i}@client.test>\r\n\r\n"
+    )
+    .into_bytes();
+    let line = format!("{:075}\r\n", i);
+    while m.len() + line.len() <= size {
+        m.extend_from_slice(line.as_bytes());
+    }
+    m.resize(size, b'.');
+    m.extend_from_slice(b"\r\n");
+    m
+}
+
+async fn count(ch: &Channel) -> u32 {
+    ch.queue_declare(
+        QUEUE.into(),
+        QueueDeclareOptions { passive: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn run_mbsync(stack: &MailStack, dir: &Path) -> f64 {
+    let store = dir.join("mbsync");
+    std::fs::create_dir_all(&store).unwrap();
+    let rc = dir.join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "FSync no\n\nIMAPAccount bench\nHost 127.0.0.1\nPort {}\nUser {USER}\nPass {PW}\nSSLType None\nAuthMechs LOGIN\n\n\
+             IMAPStore remote\nAccount bench\n\n\
+             MaildirStore local\nPath {s}/\nInbox {s}/INBOX\n\n\
+             Channel bench\nFar :remote:\nNear :local:\nPatterns INBOX\nSync Pull\nCreate Near\nSyncState *\n",
+            stack.imap_port(),
+            s = store.display()
+        ),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let out = Command::new("mbsync")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-q")
+        .arg("bench")
+        .output()
+        .expect("mbsync (apt-get install isync)");
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(out.status.success(), "mbsync: {}", String::from_utf8_lossy(&out.stderr));
+    let got = std::fs::read_dir(store.join("INBOX/new")).map(|d| d.count()).unwrap_or(0)
+        + std::fs::read_dir(store.join("INBOX/cur")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(got, N, "mbsync fetched {got}");
+    std::fs::remove_dir_all(&store).unwrap();
+    N as f64 / secs
+}
+
+fn run_fetchmail(stack: &MailStack, dir: &Path) -> f64 {
+    let rc = dir.join("fetchmailrc");
+    let out_file = dir.join("fetchmail.bsmtp");
+    let _ = std::fs::remove_file(&out_file);
+    std::fs::write(
+        &rc,
+        format!(
+            "set no syslog\nset no bouncemail\npoll 127.0.0.1 service {} protocol IMAP auth password\n  \
+             user \"{USER}\" password \"{PW}\" is root here\n  keep fetchall no rewrite sslproto ''\n  \
+             bsmtp {}\n",
+            stack.imap_port(),
+            out_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let t0 = Instant::now();
+    let out = Command::new("fetchmail")
+        .args(["-f"])
+        .arg(&rc)
+        .args(["--nodetach", "--silent", "--pidfile"])
+        .arg(dir.join("fetchmail.pid"))
+        .env("HOME", dir)
+        .output()
+        .expect("fetchmail (apt-get install fetchmail)");
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "fetchmail: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read(&out_file).unwrap();
+    let got = text.windows(10).filter(|w| w == b"MAIL FROM:").count();
+    assert_eq!(got, N, "fetchmail fetched {got}");
+    std::fs::remove_file(&out_file).unwrap();
+    N as f64 / secs
+}
+
+#[tokio::main]
+async fn main() {
+    let stack = MailStack::builder().user(USER, PW).user(BIG_USER, PW).start().unwrap();
+    let configd = Configd::start(Db::Postgres).await;
+    let admin = configd.admin().await;
+    let vhost = Vhost::create("fetcher-bench").unwrap();
+    let queue = admin.create_queue(pb::Queue { name: "bench".into(), ..Default::default() }).await;
+    let rounds = knob("DRAIN_BENCH_ROUNDS", 3).max(1);
+    let per_poll = knob("DRAIN_BENCH_PER_POLL", 500).max(1);
+    let peers = knob("DRAIN_BENCH_PEERS", 1) != 0;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fetcher.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nlevel = \"warn,deskmail_fetcher=info\"\n[amqp]\nurl = \"{}\"\npublish_window = 512\n{}\n[fetch]\nmax_messages_per_poll = {per_poll}\n",
+            vhost.amqp_url(),
+            configd.config_service_toml()
+        ),
+    )
+    .unwrap();
+    let conn = Connection::connect(&vhost.amqp_url(), ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let spawn = || {
+        DaemonProcess::spawn(
+            Path::new(env!("CARGO_BIN_EXE_deskmail-fetcher")),
+            &["--config", config.to_str().unwrap()],
+            &[],
+        )
+        .unwrap()
+    };
+    let mut fetcher = spawn();
+    fetcher.wait_for_log("Ready.", Duration::from_secs(30)).unwrap();
+    let mails: Vec<Vec<u8>> = (0..N).map(|i| mail(i, SIZE)).collect();
+    let (mut ours, mut mbsync, mut fetchmail) = (Vec::new(), Vec::new(), Vec::new());
+    let mut mailbox_id = String::new();
+    println!(
+        "fetcher drain bench: {N} mails of {SIZE} bytes, plain IMAP on 127.0.0.1, {rounds} rounds, \
+         max_messages_per_poll = {per_poll}"
+    );
+    for round in 0..rounds {
+        stack.deliver_many(USER, &mails).unwrap();
+        assert_eq!(stack.message_count(USER, "INBOX").unwrap(), N);
+        let (m, f) = if peers {
+            (run_mbsync(&stack, dir.path()), run_fetchmail(&stack, dir.path()))
+        } else {
+            (0.0, 0.0)
+        };
+        let _ = ch.queue_purge(QUEUE.into(), QueuePurgeOptions::default()).await;
+        // deskmail: from the box being switched on in configd to the last confirm.
+        let t0 = Instant::now();
+        if round == 0 {
+            let mut mb = deskmail_testkit_configd::imap_mailbox("bench", &queue.id, stack.imap_port(), PW);
+            let inbound = mb.inbound.as_mut().unwrap();
+            inbound.username = USER.into();
+            inbound.security = pb::Security::None as i32;
+            mailbox_id = admin.create_mailbox(mb).await.id;
+        } else {
+            set_enabled(&admin, &mailbox_id, true).await;
+        }
+        while count(&ch).await < N as u32 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "deskmail drain stalled:\n{}",
+                fetcher.log().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let d = N as f64 / t0.elapsed().as_secs_f64();
+        set_enabled(&admin, &mailbox_id, false).await;
+        while stack.message_count(USER, "INBOX").unwrap() != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "  round {}: deskmail {d:>8.0} msgs/s   mbsync {m:>8.0} msgs/s   fetchmail {f:>8.0} msgs/s",
+            round + 1
+        );
+        ours.push(d);
+        mbsync.push(m);
+        fetchmail.push(f);
+        let _ = ch.queue_purge(QUEUE.into(), QueuePurgeOptions::default()).await;
+    }
+    let hwm_small = vm_hwm_kib(fetcher.pid());
+    let (d, m, f) = (median(ours), median(mbsync), median(fetchmail));
+    let best = m.max(f);
+    println!("median msgs/s: deskmail-fetcher {d:.0} | mbsync {m:.0} | fetchmail {f:.0}");
+    if peers {
+        println!("ratio deskmail / fastest peer: {:.2}", d / best);
+    }
+    println!("fetcher peak RSS (VmHWM) after the 8 KiB drains: {:.1} MB", hwm_small as f64 / 1024.0);
+    fetcher.terminate(Duration::from_secs(30)).unwrap();
+
+    // Peak RSS with 25 MB mails: a fresh process drains a box of them.
+    let big: Vec<Vec<u8>> = (0..BIG_MAILS).map(|i| mail(i, BIG)).collect();
+    stack.deliver_many(BIG_USER, &big).unwrap();
+    let mut fetcher = spawn();
+    fetcher.wait_for_log("Ready.", Duration::from_secs(30)).unwrap();
+    let mut mb = deskmail_testkit_configd::imap_mailbox("bench-big", &queue.id, stack.imap_port(), PW);
+    let inbound = mb.inbound.as_mut().unwrap();
+    inbound.username = BIG_USER.into();
+    inbound.security = pb::Security::None as i32;
+    let t0 = Instant::now();
+    admin.create_mailbox(mb).await;
+    while count(&ch).await < BIG_MAILS as u32 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "big drain stalled:\n{}", fetcher.log().join("\n"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let hwm_big = vm_hwm_kib(fetcher.pid());
+    println!(
+        "fetcher peak RSS (VmHWM) draining {BIG_MAILS} mails of 25 MB: {:.1} MB ({:.1} MB/s)",
+        hwm_big as f64 / 1024.0,
+        (BIG_MAILS * BIG) as f64 / 1_048_576.0 / secs
+    );
+    fetcher.terminate(Duration::from_secs(30)).unwrap();
+    let _ = ch.queue_purge(QUEUE.into(), QueuePurgeOptions::default()).await;
+    let _ = conn.close(200, "done".into()).await;
+}
+
+async fn set_enabled(admin: &deskmail_testkit_configd::Admin, id: &str, on: bool) {
+    admin
+        .mailboxes()
+        .update_mailbox(pb::UpdateMailboxRequest {
+            mailbox: Some(pb::Mailbox { id: id.to_owned(), enabled: Some(on), ..Default::default() }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["enabled".into()] }),
+        })
+        .await
+        .unwrap();
+}
