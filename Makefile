@@ -27,6 +27,15 @@ endif
 bench: services ## Measure throughput (prints figures next to the peers measured in the same run)
 	$(CARGO) bench -p deskmail-mq --bench throughput
 	$(CARGO) bench -p deskmail-configd --bench grpc
+	$(CARGO) bench -p deskmail-fetcher --bench drain
+	$(CARGO) bench -p deskmail-mailparse --bench parse
+	$(CARGO) bench -p deskmail-router --bench route
+	$(CARGO) bench -p deskmail-sender --bench send
+	$(CARGO) bench -p deskmail-telemetry --bench record
+
+fuzz: services ## Ten minutes of mutated corpus mails through parse (mailparse) and parse-and-dispatch (router)
+	DESKMAIL_FUZZ_SECS=600 $(CARGO) test -p deskmail-mailparse --test mailparse -- fuzz --nocapture
+	PROPTEST_CASES=20000 $(CARGO) test -p deskmail-router --test router -- fuzz --nocapture
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -37,4 +46,4 @@ lint: ## Formatting check and clippy with -D warnings
 
 ci: lint test ## What CI runs
 
-.PHONY: help services build run test bench fmt lint ci
+.PHONY: help services build run test bench fuzz fmt lint ci
