@@ -137,7 +137,7 @@ async fn serve(
         "Ready."
     );
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut l = Loop { tx, rx, in_flight: 0 };
+    let mut l = Loop { tx, rx, in_flight: 0, acks: AckWindow::default() };
     let result = consume(&mut consumer, &shared, max, shutdown, &mut l).await;
     let drained = drain(consumer, &shared, &mut l, result.is_ok()).await;
     shared.pools.close_all().await;
@@ -155,6 +155,62 @@ struct Loop {
     tx: mpsc::UnboundedSender<Settled>,
     rx: mpsc::UnboundedReceiver<Settled>,
     in_flight: usize,
+    acks: AckWindow,
+}
+
+/// Acks held back to go out as one `basic.ack multiple`. Every delivery taken is here until
+/// it is settled; a job that ended in `Ack` is marked ready. The ready deliveries at the
+/// front (lowest tags, nothing unsettled before them) are acked with one frame; ready ones
+/// behind a job still running wait, but never more than [`ACK_HOLD`] of them.
+#[derive(Debug, Default)]
+struct AckWindow {
+    /// Delivery tag -> ready to ack.
+    pending: std::collections::BTreeMap<u64, bool>,
+    held: usize,
+}
+
+/// Most ready acks held behind an unsettled job before they are acked one by one.
+const ACK_HOLD: usize = 64;
+
+impl AckWindow {
+    fn taken(&mut self, tag: u64) {
+        self.pending.insert(tag, false);
+    }
+    fn ready(&mut self, tag: u64) {
+        if let Some(r) = self.pending.get_mut(&tag) {
+            *r = true;
+            self.held += 1;
+        }
+    }
+    fn forget(&mut self, tag: u64) {
+        if self.pending.remove(&tag) == Some(true) {
+            self.held -= 1;
+        }
+    }
+    /// Sends the acks that can go: the ready front with one multiple ack, and, when too many
+    /// wait behind an unsettled job (or `all`), the others one by one.
+    async fn flush(&mut self, acker: &deskmail_mq::Acker, all: bool) -> Result<(), MqError> {
+        let mut last = None;
+        while let Some(entry) = self.pending.first_entry() {
+            if !*entry.get() {
+                break;
+            }
+            last = Some(*entry.key());
+            entry.remove();
+            self.held -= 1;
+        }
+        if let Some(tag) = last {
+            acker.ack_up_to(tag).await?;
+        }
+        if all || self.held > ACK_HOLD {
+            let ready: Vec<u64> = self.pending.iter().filter(|(_, r)| **r).map(|(t, _)| *t).collect();
+            for tag in ready {
+                acker.ack(tag).await?;
+                self.forget(tag);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The consumer loop: up to `max` jobs at once, each settled here when its task is done.
@@ -171,12 +227,19 @@ async fn consume(
             biased;
             Some((d, outcome)) = l.rx.recv() => {
                 l.in_flight -= 1;
-                settle(consumer, &acker, &d, outcome).await?;
+                settle(consumer, &acker, &mut l.acks, &d, outcome).await?;
+                // Whatever else finished meanwhile, then one multiple ack for all of it.
+                while let Ok((d, outcome)) = l.rx.try_recv() {
+                    l.in_flight -= 1;
+                    settle(consumer, &acker, &mut l.acks, &d, outcome).await?;
+                }
+                l.acks.flush(&acker, false).await?;
             }
             () = shutdown.cancelled() => return Ok(()),
             next = consumer.next_delivery(), if l.in_flight < max => match next {
                 Some(Ok(d)) => {
                     l.in_flight += 1;
+                    l.acks.taken(d.delivery_tag());
                     let (shared, tx) = (shared.clone(), l.tx.clone());
                     tokio::spawn(async move {
                         let outcome = worker::handle(shared, d.clone()).await;
@@ -190,14 +253,22 @@ async fn consume(
     }
 }
 
+/// Settles one finished job: an ack is only marked (sent by [`AckWindow::flush`]), a requeue
+/// or dead letter goes out at once.
 async fn settle(
     consumer: &Consumer,
     acker: &deskmail_mq::Acker,
+    acks: &mut AckWindow,
     d: &Delivery,
     outcome: Outcome,
 ) -> Result<(), MqError> {
+    if outcome == Outcome::Ack {
+        acks.ready(d.delivery_tag());
+        return Ok(());
+    }
+    acks.forget(d.delivery_tag());
     match outcome {
-        Outcome::Ack => acker.ack(d.delivery_tag()).await,
+        Outcome::Ack => Ok(()),
         Outcome::Requeue => acker.nack(d.delivery_tag(), true).await,
         Outcome::DeadLetter(reason) => match consumer.dead_letter(d, &reason).await {
             Ok(()) => {
@@ -229,7 +300,7 @@ async fn drain(mut consumer: Consumer, shared: &Shared, l: &mut Loop, healthy: b
             Some((d, outcome)) = l.rx.recv() => {
                 l.in_flight -= 1;
                 if healthy && result.is_ok() {
-                    result = settle(&consumer, &acker, &d, outcome).await;
+                    result = settle(&consumer, &acker, &mut l.acks, &d, outcome).await;
                 }
             }
             () = tokio::time::sleep_until(deadline) => {
@@ -237,6 +308,9 @@ async fn drain(mut consumer: Consumer, shared: &Shared, l: &mut Loop, healthy: b
                 break;
             }
         }
+    }
+    if healthy && result.is_ok() {
+        result = l.acks.flush(&acker, true).await;
     }
     if healthy && result.is_ok() {
         let mut returned = 0u64;

@@ -2,7 +2,7 @@
 //! the OAuth2 access token, the rate limit, and the health reported to configd.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,10 @@ pub enum SendFailure {
     /// The OAuth2 access token could not be had.
     #[error("OAuth2 token: {0}")]
     Token(ConnError),
+    /// The box's sending task is gone (its settings changed while the job waited): a
+    /// temporary failure, retried.
+    #[error("the box's sending task stopped")]
+    LaneStopped,
 }
 
 impl SendFailure {
@@ -36,7 +40,7 @@ impl SendFailure {
     pub fn reply(&self) -> Option<&SmtpReply> {
         match self {
             Self::Smtp(e) => e.reply(),
-            Self::Token(_) => None,
+            Self::Token(_) | Self::LaneStopped => None,
         }
     }
     /// The status reason when the box (not the message) is the problem.
@@ -44,6 +48,7 @@ impl SendFailure {
         match self {
             Self::Smtp(e) => e.mailbox_reason(),
             Self::Token(e) => Some(e.reason()),
+            Self::LaneStopped => None,
         }
     }
     /// The server's words, or what happened; never a secret.
@@ -51,6 +56,7 @@ impl SendFailure {
         match self {
             Self::Smtp(e) => e.server_message(),
             Self::Token(e) => format!("OAuth2 token: {}", e.server_message()),
+            Self::LaneStopped => self.to_string(),
         }
     }
 }
@@ -82,9 +88,54 @@ struct Session {
     renew_at: Option<Instant>,
 }
 
+/// One send handed to a lane.
+struct LaneRequest {
+    sender: SmtpSender,
+    envelope: lettre::address::Envelope,
+    raw: Vec<u8>,
+    limit: Duration,
+    reply: tokio::sync::oneshot::Sender<Result<SmtpReply, SendFailure>>,
+}
+
+/// A task that sends its queue's mails one after the other over one pooled session. A box
+/// has `pool_max_per_box` lanes: the session goes straight from one mail to the next in the
+/// same task, instead of being handed from one job task to another waiting task.
+struct Lane {
+    tx: tokio::sync::mpsc::UnboundedSender<LaneRequest>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Lane {
+    fn spawn() -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LaneRequest>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let count = queued.clone();
+        // Ends when the box entry (holding the sending half) is dropped.
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                // A job that no longer waits for its answer is not sent.
+                if !r.reply.is_closed() {
+                    let result = match tokio::time::timeout(r.limit, r.sender.send(&r.envelope, &r.raw)).await
+                    {
+                        Ok(res) => res.map_err(SendFailure::Smtp),
+                        Err(_) => Err(SendFailure::Smtp(SendError::Timeout(r.limit))),
+                    };
+                    let _ = r.reply.send(result);
+                }
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
+        Self { tx, queued }
+    }
+}
+
 /// One box's live state.
 pub struct BoxEntry {
     pub settings: OutboundBox,
+    /// The config revision these settings were last found current in (skips comparing the
+    /// settings again for every job of the same snapshot).
+    checked_revision: std::sync::atomic::AtomicU64,
+    lanes: Vec<Lane>,
     session: tokio::sync::Mutex<Option<Session>>,
     /// The refresh token in use (a rotated one replaces the snapshot's until configd sends it back).
     refresh_token: Mutex<Option<SecretString>>,
@@ -128,23 +179,29 @@ impl Pools {
         Self { entries: Mutex::new(HashMap::new()), smtp, client, reporter }
     }
 
-    /// The state of box `m`, made anew when its outbound settings changed (the old sessions
-    /// are closed).
-    pub fn entry(&self, m: &pb::Mailbox) -> Result<Arc<BoxEntry>, ResolveError> {
+    /// The state of box `m` of config revision `revision`, made anew when its outbound
+    /// settings changed (the old sessions are closed).
+    pub fn entry(&self, m: &pb::Mailbox, revision: u64) -> Result<Arc<BoxEntry>, ResolveError> {
         let source = m.outbound.as_ref().ok_or_else(|| ResolveError::NotOutbound(m.name.clone()))?;
-        if let Some(e) = lock(&self.entries).get(&m.id)
-            && same_settings(&e.settings.source, source)
-            && e.settings.name == m.name
-        {
-            return Ok(e.clone());
+        if let Some(e) = lock(&self.entries).get(&m.id) {
+            if e.checked_revision.load(Ordering::Relaxed) == revision {
+                return Ok(e.clone());
+            }
+            if same_settings(&e.settings.source, source) && e.settings.name == m.name {
+                e.checked_revision.store(revision, Ordering::Relaxed);
+                return Ok(e.clone());
+            }
         }
         let settings = outbound_box(m, self.smtp.connect_timeout)?;
         let refresh = match &settings.auth {
             BoxAuth::OAuth2 { settings: o, .. } => Some(o.refresh_token.clone()),
             _ => None,
         };
+        let lanes = (0..self.smtp.pool_max_per_box.max(1)).map(|_| Lane::spawn()).collect();
         let fresh = Arc::new(BoxEntry {
             settings,
+            checked_revision: std::sync::atomic::AtomicU64::new(revision),
+            lanes,
             session: tokio::sync::Mutex::new(None),
             refresh_token: Mutex::new(refresh),
             next_slot: Mutex::new(Instant::now()),
@@ -176,9 +233,23 @@ impl Pools {
     pub async fn send(&self, e: &BoxEntry, built: &Built) -> Result<SmtpReply, SendFailure> {
         let sender = self.session(e).await?;
         let limit = self.smtp.connect_timeout + self.smtp.command_timeout;
-        let result = match tokio::time::timeout(limit, sender.send(&built.envelope, &built.raw)).await {
-            Ok(r) => r.map_err(SendFailure::Smtp),
-            Err(_) => Err(SendFailure::Smtp(SendError::Timeout(limit))),
+        // The lane with the shortest queue; its task applies the time limit to the send.
+        let lane = e.lanes.iter().min_by_key(|l| l.queued.load(Ordering::Relaxed));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request =
+            LaneRequest { sender, envelope: built.envelope.clone(), raw: built.raw.clone(), limit, reply };
+        let gone = || SendFailure::LaneStopped;
+        let result = match lane {
+            Some(lane) => {
+                lane.queued.fetch_add(1, Ordering::Relaxed);
+                if lane.tx.send(request).is_err() {
+                    lane.queued.fetch_sub(1, Ordering::Relaxed);
+                    Err(gone())
+                } else {
+                    answer.await.unwrap_or_else(|_| Err(gone()))
+                }
+            }
+            None => Err(gone()),
         };
         if let Err(SendFailure::Smtp(SendError::Connection(c))) = &result
             && c.reason() == StatusReason::AuthFailed

@@ -102,7 +102,7 @@ pub enum SentLogError {
     Directory { path: String, source: std::io::Error },
     #[error("sent_log: {0}")]
     Db(#[from] sea_orm::DbErr),
-    /// A batched write failed (the text of the database's error), or the writer is gone.
+    /// A batched write or lookup failed (the text of the database's error), or its task is gone.
     #[error("sent_log: {0}")]
     Write(String),
 }
@@ -119,6 +119,10 @@ pub struct SentRecord {
 }
 
 type WriteRequest = (SentRecord, oneshot::Sender<Result<(), String>>);
+type FindRequest = (String, oneshot::Sender<Result<Option<SentRecord>, String>>);
+
+/// Most job ids looked up in one query.
+const FIND_BATCH: usize = 256;
 
 /// Most records written in one statement (6 parameters each, far below SQLite's limit).
 const WRITE_BATCH: usize = 512;
@@ -130,6 +134,44 @@ const WRITE_BATCH: usize = 512;
 pub struct SentLog {
     db: DatabaseConnection,
     writer: mpsc::Sender<WriteRequest>,
+    finder: mpsc::Sender<FindRequest>,
+}
+
+fn from_model(m: entity::Model) -> SentRecord {
+    SentRecord {
+        job_id: m.job_id,
+        message_id: m.message_id,
+        mailbox_id: m.mailbox_id,
+        sent_at_micros: m.sent_at,
+        reply: m.reply,
+        dry_run: m.dry_run,
+    }
+}
+
+/// Answers lookups in batches: one `WHERE job_id IN (...)` for every lookup that arrived
+/// meanwhile (the prefetched deliveries), instead of one query each.
+async fn find_batches(db: DatabaseConnection, mut rx: mpsc::Receiver<FindRequest>) {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let mut batch = Vec::with_capacity(FIND_BATCH);
+    while rx.recv_many(&mut batch, FIND_BATCH).await > 0 {
+        let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+        let found = entity::Entity::find().filter(entity::Column::JobId.is_in(ids)).all(&db).await;
+        match found {
+            Ok(rows) => {
+                let rows: std::collections::HashMap<String, entity::Model> =
+                    rows.into_iter().map(|m| (m.job_id.clone(), m)).collect();
+                for (id, reply) in batch.drain(..) {
+                    let _ = reply.send(Ok(rows.get(&id).cloned().map(from_model)));
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(text.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Writes what arrives, in batches, until every `SentLog` is dropped.
@@ -185,19 +227,22 @@ impl SentLog {
         migration::Migrator::up(&db, None).await?;
         let (writer, rx) = mpsc::channel(WRITE_BATCH * 4);
         tokio::spawn(write_batches(db.clone(), rx));
-        Ok(Self { db, writer })
+        let (finder, rx) = mpsc::channel(FIND_BATCH * 4);
+        tokio::spawn(find_batches(db.clone(), rx));
+        Ok(Self { db, writer, finder })
     }
 
     /// The record of `job_id`, if it was sent.
+    /// Lookups that arrive together are answered by one query.
     pub async fn find(&self, job_id: &str) -> Result<Option<SentRecord>, SentLogError> {
-        Ok(entity::Entity::find_by_id(job_id.to_owned()).one(&self.db).await?.map(|m| SentRecord {
-            job_id: m.job_id,
-            message_id: m.message_id,
-            mailbox_id: m.mailbox_id,
-            sent_at_micros: m.sent_at,
-            reply: m.reply,
-            dry_run: m.dry_run,
-        }))
+        let (tx, rx) = oneshot::channel();
+        self.finder
+            .send((job_id.to_owned(), tx))
+            .await
+            .map_err(|_| SentLogError::Write("the lookup task stopped".into()))?;
+        rx.await
+            .map_err(|_| SentLogError::Write("the lookup task stopped".into()))?
+            .map_err(SentLogError::Write)
     }
 
     /// Records a sent job (durably, when this returns `Ok`); a second record of the same id

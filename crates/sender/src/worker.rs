@@ -164,7 +164,7 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
     };
     let entry = match boxes::resolve(&valid.job, &snapshot).and_then(|(m, via)| {
         debug!(mailbox = %m.name, via = via.as_str(), "Box chosen.");
-        shared.pools.entry(m)
+        shared.pools.entry(m, snapshot.revision)
     }) {
         Ok(e) => e,
         Err(e) => {
