@@ -7,7 +7,8 @@
 //!
 //! Needs what `make test` needs plus the Debian packages `isync` and `fetchmail`.
 //! Knobs for experiments (not `DESKMAIL_*`: the in-process configd refuses unknown ones): `DRAIN_BENCH_ROUNDS` (3), `DRAIN_BENCH_PER_POLL` (500, the
-//! fetcher's default `fetch.max_messages_per_poll`), `DRAIN_BENCH_PEERS=0` (skip the peers).
+//! fetcher's default `fetch.max_messages_per_poll`), `DRAIN_BENCH_PEERS=0` (skip the peers), `DRAIN_BENCH_LOG` (the fetcher's log filter, e.g.
+//! `warn,deskmail_fetcher=debug` for the time of each poll's phases, shown when a drain stalls).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
@@ -159,12 +160,13 @@ async fn main() {
     let rounds = knob("DRAIN_BENCH_ROUNDS", 3).max(1);
     let per_poll = knob("DRAIN_BENCH_PER_POLL", 500).max(1);
     let peers = knob("DRAIN_BENCH_PEERS", 1) != 0;
+    let log = std::env::var("DRAIN_BENCH_LOG").unwrap_or_else(|_| "warn,deskmail_fetcher=info".into());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fetcher.toml");
     std::fs::write(
         &config,
         format!(
-            "[log]\nlevel = \"warn,deskmail_fetcher=info\"\n[amqp]\nurl = \"{}\"\npublish_window = 512\n{}\n[fetch]\nmax_messages_per_poll = {per_poll}\n",
+            "[log]\nlevel = \"{log}\"\n[amqp]\nurl = \"{}\"\npublish_window = 512\n{}\n[fetch]\nmax_messages_per_poll = {per_poll}\n",
             vhost.amqp_url(),
             configd.config_service_toml()
         ),
@@ -230,6 +232,11 @@ async fn main() {
         mbsync.push(m);
         fetchmail.push(f);
         let _ = ch.queue_purge(QUEUE.into(), QueuePurgeOptions::default()).await;
+    }
+    if std::env::var("DRAIN_BENCH_LOG").is_ok() {
+        for line in fetcher.log().iter().filter(|l| l.contains("phases")) {
+            println!("  {line}");
+        }
     }
     let hwm_small = vm_hwm_kib(fetcher.pid());
     let (d, m, f) = (median(ours), median(mbsync), median(fetchmail));

@@ -46,6 +46,21 @@ pub(crate) struct ImapConn {
 pub(crate) struct ImapState {
     validity: Option<u32>,
     last_uid: u32,
+    /// UIDs the last `UID SEARCH` found beyond the per-poll cap, oldest first: the next poll
+    /// (at once, on the same session, the folder still selected) takes them without a new
+    /// SELECT and SEARCH. Cleared when the session is lost.
+    pending: std::collections::VecDeque<u32>,
+    /// Publishes of the previous (capped) poll still waiting for their confirms.
+    carried: Option<crate::publish::Carried<u32>>,
+}
+
+impl ImapState {
+    /// Forgets what belongs to a session (the pending UIDs): called when it is lost.
+    pub(crate) fn session_lost(&mut self) {
+        self.pending.clear();
+        // Mails published but not flagged stay on the server and come again.
+        self.carried = None;
+    }
 }
 
 async fn bounded<T>(
@@ -197,39 +212,24 @@ pub(crate) async fn poll(
     cancel: &CancellationToken,
 ) -> Result<PollOutcome, PollError> {
     let t = conn.timeout;
-    let folder = settings.folder.as_str();
-    let session = &mut conn.session;
-    let mailbox = bounded(t, "SELECT", async {
-        session.select(folder).await.map_err(|e| classify_open_error(e, folder))
-    })
-    .await?;
-    let validity = mailbox.uid_validity.unwrap_or(0);
-    if state.validity != Some(validity) {
-        if state.validity.is_some() {
-            tracing::warn!(mailbox = %settings.name, folder, validity, "UIDVALIDITY changed; every unseen mail counts as new.");
-        }
-        *state = ImapState { validity: Some(validity), last_uid: 0 };
-    }
+    let started = std::time::Instant::now();
     let mut outcome = PollOutcome::default();
-    if mailbox.exists == 0 {
-        return Ok(outcome);
-    }
-    // Delete mode takes \Deleted mails too: a crash between STORE and EXPUNGE leaves confirmed
-    // mails flagged; they come again (dedup makes that harmless) and are expunged this time.
-    let query = if settings.keep { "UNSEEN" } else { "ALL" };
-    let found = bounded(t, "UID SEARCH", async {
-        session.uid_search(query).await.map_err(|e| classify_error(e, "UID SEARCH"))
-    })
-    .await?;
-    let mut uids: Vec<u32> = found.into_iter().filter(|u| !settings.keep || *u > state.last_uid).collect();
-    uids.sort_unstable();
-    if uids.len() > cap {
-        uids.truncate(cap);
-        outcome.more = true;
-    }
+    let session = &mut conn.session;
+    let (validity, uids) = if state.pending.is_empty() {
+        let Some(found) = select_and_search(session, settings, state, t).await? else {
+            return Ok(outcome);
+        };
+        state.pending = found.into();
+        (state.validity.unwrap_or(0), take_pending(state, cap))
+    } else {
+        // The previous poll stopped at the cap: go on with what its SEARCH found.
+        (state.validity.unwrap_or(0), take_pending(state, cap))
+    };
+    outcome.more = !state.pending.is_empty();
     if uids.is_empty() {
         return Ok(outcome);
     }
+    let searched = started.elapsed();
     let sizes = fetch_sizes(session, &uids, t).await?;
     let mut wanted = Vec::with_capacity(uids.len());
     let mut too_big = Vec::new();
@@ -250,11 +250,21 @@ pub(crate) async fn poll(
             moved_to: Some(OVERSIZED_FOLDER),
         });
     }
-    let mut outbox: Outbox<'_, u32> = Outbox::new(broker, window);
+    let mut outbox: Outbox<'_, u32> = Outbox::resume(broker, window, state.carried.take());
     let mut flagged = Vec::new();
+    let sized = started.elapsed();
     let result =
         fetch_and_publish(conn, settings, validity, &wanted, &mut outbox, &mut flagged, cancel).await;
-    outbox.settle_all().await;
+    let fetched = started.elapsed();
+    // A capped poll is followed at once by the next one on this session: the confirms still
+    // due are taken (and their mails flagged) there, so the pipeline does not drain here.
+    let carry = outcome.more && result.is_ok() && !cancel.is_cancelled();
+    if carry {
+        outbox.settle_ready();
+    } else {
+        outbox.settle_all().await;
+    }
+    let settled = started.elapsed();
     let confirmed = outbox.take_confirmed();
     outcome.fetched = (flagged.len() + confirmed.len()) as u64;
     let failure = outbox.take_failure();
@@ -264,13 +274,72 @@ pub(crate) async fn poll(
         return Err(PollError::Conn(e));
     }
     flag_now(conn, settings, &confirmed).await?;
+    if !settings.keep {
+        // Mid-poll, confirmed mails were only flagged \Deleted: one expunge for the poll.
+        let mut done: Vec<u32> = flagged.iter().chain(&confirmed).copied().collect();
+        done.sort_unstable();
+        expunge(conn, &done, t).await?;
+    }
     if let Some(e) = failure {
         return Err(PollError::Broker(e));
+    }
+    if carry {
+        state.carried = Some(outbox.carry());
     }
     if let Some(max) = flagged.iter().chain(&confirmed).max() {
         state.last_uid = state.last_uid.max(*max);
     }
+    tracing::debug!(
+        mailbox = %settings.name,
+        mails = outcome.fetched,
+        search_ms = searched.as_millis() as u64,
+        sizes_ms = (sized - searched).as_millis() as u64,
+        fetch_publish_ms = (fetched - sized).as_millis() as u64,
+        last_confirms_ms = (settled - fetched).as_millis() as u64,
+        last_flag_ms = (started.elapsed() - settled).as_millis() as u64,
+        "IMAP poll phases."
+    );
     Ok(outcome)
+}
+
+/// SELECT (UIDVALIDITY) and `UID SEARCH` of the new mails, sorted; `None` when the folder is empty.
+async fn select_and_search(
+    session: &mut ImapSession,
+    settings: &BoxSettings,
+    state: &mut ImapState,
+    t: Duration,
+) -> Result<Option<Vec<u32>>, PollError> {
+    let folder = settings.folder.as_str();
+    let mailbox = bounded(t, "SELECT", async {
+        session.select(folder).await.map_err(|e| classify_open_error(e, folder))
+    })
+    .await?;
+    let validity = mailbox.uid_validity.unwrap_or(0);
+    if state.validity != Some(validity) {
+        if state.validity.is_some() {
+            tracing::warn!(mailbox = %settings.name, folder, validity, "UIDVALIDITY changed; every unseen mail counts as new.");
+        }
+        *state = ImapState { validity: Some(validity), ..ImapState::default() };
+    }
+    if mailbox.exists == 0 {
+        return Ok(None);
+    }
+    // Delete mode takes \Deleted mails too: a crash between STORE and EXPUNGE leaves confirmed
+    // mails flagged; they come again (dedup makes that harmless) and are expunged this time.
+    let query = if settings.keep { "UNSEEN" } else { "ALL" };
+    let found = bounded(t, "UID SEARCH", async {
+        session.uid_search(query).await.map_err(|e| classify_error(e, "UID SEARCH"))
+    })
+    .await?;
+    let mut uids: Vec<u32> = found.into_iter().filter(|u| !settings.keep || *u > state.last_uid).collect();
+    uids.sort_unstable();
+    Ok(Some(uids))
+}
+
+/// The next `cap` pending UIDs.
+fn take_pending(state: &mut ImapState, cap: usize) -> Vec<u32> {
+    let n = cap.min(state.pending.len());
+    state.pending.drain(..n).collect()
 }
 
 async fn fetch_sizes(
@@ -462,9 +531,18 @@ async fn store(session: &mut ImapSession, set: &str, flags: &str, t: Duration) -
 }
 
 async fn store_and_expunge(conn: &mut ImapConn, uids: &[u32], t: Duration) -> Result<(), ConnError> {
+    store(&mut conn.session, &uid_set(uids), "+FLAGS.SILENT (\\Deleted)", t).await?;
+    expunge(conn, uids, t).await
+}
+
+/// Removes mails flagged `\Deleted`: `UID EXPUNGE` of `uids` (sorted) with UIDPLUS, else
+/// `EXPUNGE`.
+async fn expunge(conn: &mut ImapConn, uids: &[u32], t: Duration) -> Result<(), ConnError> {
+    if uids.is_empty() {
+        return Ok(());
+    }
     let set = uid_set(uids);
     let session = &mut conn.session;
-    store(session, &set, "+FLAGS.SILENT (\\Deleted)", t).await?;
     let uidplus = conn.uidplus;
     bounded(t, "EXPUNGE", async {
         if uidplus {
@@ -485,7 +563,8 @@ async fn store_and_expunge(conn: &mut ImapConn, uids: &[u32], t: Duration) -> Re
     .await
 }
 
-/// Marks confirmed mails done on the server: `\Seen` (keep) or deleted.
+/// Marks confirmed mails done on the server: `\Seen` (keep) or `\Deleted` (delete mode; the
+/// poll expunges them once at its end).
 async fn flag_now(conn: &mut ImapConn, settings: &BoxSettings, uids: &[u32]) -> Result<(), ConnError> {
     if uids.is_empty() {
         return Ok(());
@@ -493,11 +572,8 @@ async fn flag_now(conn: &mut ImapConn, settings: &BoxSettings, uids: &[u32]) -> 
     let t = conn.timeout;
     let mut sorted = uids.to_vec();
     sorted.sort_unstable();
-    if settings.keep {
-        store(&mut conn.session, &uid_set(&sorted), "+FLAGS.SILENT (\\Seen)", t).await
-    } else {
-        store_and_expunge(conn, &sorted, t).await
-    }
+    let flag = if settings.keep { "+FLAGS.SILENT (\\Seen)" } else { "+FLAGS.SILENT (\\Deleted)" };
+    store(&mut conn.session, &uid_set(&sorted), flag, t).await
 }
 
 #[cfg(test)]

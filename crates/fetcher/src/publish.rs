@@ -65,11 +65,27 @@ fn permits_for(size: u64, total: u32) -> u32 {
     u32::try_from(size).unwrap_or(u32::MAX).clamp(1, total)
 }
 
+/// Publishes in flight, oldest first, with the key (UID, UIDL) of each mail, and their room.
+type Inflight<K> = VecDeque<(K, OwnedSemaphorePermit, Result<PendingConfirm, MqError>)>;
+
+/// What a poll stopped at the per-poll cap hands to the next one (which follows at once on the
+/// same session): its publishes still waiting for their confirms, so fetching goes on while
+/// the broker confirms instead of the pipeline draining at each cap.
+pub(crate) struct Carried<K> {
+    inflight: Inflight<K>,
+}
+
+impl<K> std::fmt::Debug for Carried<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Carried").field("inflight", &self.inflight.len()).finish()
+    }
+}
+
 /// One poll's publishes in flight, oldest first, with the key (UID, UIDL) of each mail.
 pub(crate) struct Outbox<'a, K> {
     broker: &'a Broker,
     window: usize,
-    inflight: VecDeque<(K, OwnedSemaphorePermit, Result<PendingConfirm, MqError>)>,
+    inflight: Inflight<K>,
     confirmed: Vec<K>,
     failure: Option<MqError>,
 }
@@ -83,6 +99,20 @@ impl<'a, K> Outbox<'a, K> {
             confirmed: Vec::new(),
             failure: None,
         }
+    }
+
+    /// An outbox that goes on with what a capped poll left in flight.
+    pub(crate) fn resume(broker: &'a Broker, window: usize, carried: Option<Carried<K>>) -> Self {
+        let mut outbox = Self::new(broker, window);
+        if let Some(c) = carried {
+            outbox.inflight = c.inflight;
+        }
+        outbox
+    }
+
+    /// The publishes still in flight, for the next poll (confirmed keys must be taken first).
+    pub(crate) fn carry(self) -> Carried<K> {
+        Carried { inflight: self.inflight }
     }
 
     /// The shared broker side.

@@ -11,7 +11,7 @@ use deskmail_mailconn::{ConnError, Credentials, refresh_access_token};
 use deskmail_proto::v1 as pb;
 use deskmail_runtime::CancellationToken;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::FetchConfig;
 use crate::imap::{ImapConn, ImapState};
@@ -75,6 +75,8 @@ struct Task {
     oauth: Option<OAuthState>,
     reported_oversized: HashSet<String>,
     oversized_notes: Vec<String>,
+    /// Status reports, sent to configd in order by [`reporter`].
+    reports: mpsc::UnboundedSender<pb::ReportStatusRequest>,
 }
 
 /// Runs one mailbox until `cancel`. `previous` (the task this one replaces) ends first.
@@ -106,10 +108,21 @@ pub(crate) async fn run_mailbox(
         Login::Password { .. } => None,
     };
     tracing::info!(mailbox = %settings.name, id = %settings.id, host = %settings.endpoint.host, port = settings.endpoint.port, "Polling mailbox.");
-    let mut task =
-        Task { shared, settings, oauth, reported_oversized: HashSet::new(), oversized_notes: Vec::new() };
+    let (reports, rx) = mpsc::unbounded_channel();
+    let reporting = tokio::spawn(reporter(shared.clone(), rx));
+    let mut task = Task {
+        shared,
+        settings,
+        oauth,
+        reported_oversized: HashSet::new(),
+        oversized_notes: Vec::new(),
+        reports,
+    };
     task.run(&mut refresh, &cancel).await;
     tracing::info!(mailbox = %task.settings.name, "Stopped polling mailbox.");
+    // The last reports go out before a task replacing this one starts.
+    drop(task);
+    let _ = reporting.await;
 }
 
 enum Next {
@@ -158,6 +171,7 @@ impl Task {
                     if let Some(conn) = imap.take() {
                         drop(conn);
                     }
+                    imap_state.session_lost();
                     let delay =
                         backoff(failures, self.shared.fetch.retry_initial, self.shared.fetch.retry_max);
                     self.failed(&e, failures, delay).await;
@@ -177,6 +191,7 @@ impl Task {
                         match conn.idle(self.settings.poll_interval.max(IDLE_RENEW), cancel).await {
                             Ok((conn, _woke)) => imap = Some(conn),
                             Err(e) => {
+                                imap_state.session_lost();
                                 tracing::debug!(mailbox = %self.settings.name, error = %e, "IDLE ended; reconnecting.");
                                 // A server that keeps breaking IDLE must not make us spin.
                                 tokio::select! {
@@ -331,8 +346,7 @@ impl Task {
         if outcome.fetched > 0 {
             tracing::debug!(mailbox = %self.settings.name, fetched = outcome.fetched, "Poll done.");
         }
-        report(&self.shared, &self.settings.id, pb::MailboxState::Active, None, message, outcome.fetched)
-            .await;
+        self.report(pb::MailboxState::Active, None, message, outcome.fetched);
     }
 
     async fn failed(&mut self, e: &PollError, failures: u32, delay: Duration) {
@@ -345,7 +359,36 @@ impl Task {
             }
         }
         tracing::warn!(mailbox = %self.settings.name, reason = %reason, failures, retry_in = ?delay, error = %e, "Poll failed.");
-        report(&self.shared, &self.settings.id, pb::MailboxState::Error, Some(reason), e.message(), 0).await;
+        self.report(pb::MailboxState::Error, Some(reason), e.message(), 0);
+    }
+
+    /// Queues a status report for [`reporter`]: the poll does not wait for configd.
+    fn report(&self, state: pb::MailboxState, reason: Option<StatusReason>, message: String, messages: u64) {
+        let request = status_request(&self.shared, &self.settings.id, state, reason, message, messages);
+        // The reporter lives as long as the task; a send can only fail after it ended.
+        let _ = self.reports.send(request);
+    }
+}
+
+/// Sends one box's status reports to configd in order. Reports that piled up while configd
+/// was slow or away are merged when they say the same (state and reason; the mail counts
+/// are added), so a backlog stays small and no count is lost.
+async fn reporter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<pb::ReportStatusRequest>) {
+    let mut next = rx.recv().await;
+    while let Some(mut request) = next.take() {
+        while let Ok(more) = rx.try_recv() {
+            if more.state == request.state && more.reason == request.reason {
+                let messages = request.messages.saturating_add(more.messages);
+                request = pb::ReportStatusRequest { messages, ..more };
+            } else {
+                next = Some(more);
+                break;
+            }
+        }
+        send_report(&shared, request).await;
+        if next.is_none() {
+            next = rx.recv().await;
+        }
     }
 }
 
@@ -362,7 +405,7 @@ fn reason_pb(r: StatusReason) -> pb::StatusReason {
     }
 }
 
-/// Reports to configd; a configd that is away costs a log line, never the poll.
+/// Reports to configd and waits for it; a configd that is away costs a log line, never the poll.
 pub(crate) async fn report(
     shared: &Shared,
     mailbox_id: &str,
@@ -371,7 +414,18 @@ pub(crate) async fn report(
     message: String,
     messages: u64,
 ) {
-    let request = pb::ReportStatusRequest {
+    send_report(shared, status_request(shared, mailbox_id, state, reason, message, messages)).await;
+}
+
+fn status_request(
+    shared: &Shared,
+    mailbox_id: &str,
+    state: pb::MailboxState,
+    reason: Option<StatusReason>,
+    message: String,
+    messages: u64,
+) -> pb::ReportStatusRequest {
+    pb::ReportStatusRequest {
         mailbox_id: mailbox_id.to_owned(),
         direction: pb::Direction::Inbound as i32,
         state: state as i32,
@@ -379,7 +433,12 @@ pub(crate) async fn report(
         message,
         messages,
         reporter: shared.holder.clone(),
-    };
+    }
+}
+
+async fn send_report(shared: &Shared, request: pb::ReportStatusRequest) {
+    let mailbox_id = request.mailbox_id.clone();
+    let mailbox_id = mailbox_id.as_str();
     match tokio::time::timeout(Duration::from_secs(5), shared.client.report_status(request)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(mailbox_id, error = %e, "Status report to configd failed."),
