@@ -45,6 +45,12 @@ pub enum ConfigdError {
     Snapshot(String),
     #[error("listen: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("listen.port: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -130,9 +136,14 @@ async fn serve(config: &Config, state: AppState, shutdown: CancellationToken) ->
             any.clone(),
         ))
         .add_service(InterceptedService::new(pb::lease_service_server::LeaseServiceServer::new(r), any));
+    // Bind before saying "Listening.", so a client that waits for that line can connect.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ConfigdError::Bind { addr: addr.to_string(), source })?;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%addr, tls = config.listen.cert_file.is_some(), "Listening.");
     let stop = shutdown.clone();
-    let serving = router.serve_with_shutdown(addr, async move { stop.cancelled().await });
+    let serving = router.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
     tokio::pin!(serving);
     tokio::select! {
         result = &mut serving => result?,
