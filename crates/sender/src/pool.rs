@@ -183,7 +183,10 @@ impl Pools {
     /// settings changed (the old sessions are closed).
     pub fn entry(&self, m: &pb::Mailbox, revision: u64) -> Result<Arc<BoxEntry>, ResolveError> {
         let source = m.outbound.as_ref().ok_or_else(|| ResolveError::NotOutbound(m.name.clone()))?;
-        if let Some(e) = lock(&self.entries).get(&m.id) {
+        // One lock for the look-up and the insert: two jobs that find the settings changed at
+        // the same time must share one new entry (one rate limit, one set of lanes).
+        let mut entries = lock(&self.entries);
+        if let Some(e) = entries.get(&m.id) {
             if e.checked_revision.load(Ordering::Relaxed) == revision {
                 return Ok(e.clone());
             }
@@ -212,7 +215,8 @@ impl Pools {
                 sent_unreported: 0,
             }),
         });
-        let old = lock(&self.entries).insert(m.id.clone(), fresh.clone());
+        let old = entries.insert(m.id.clone(), fresh.clone());
+        drop(entries);
         if let Some(old) = old {
             tracing::info!(mailbox = %m.name, "Outbound settings changed; new SMTP sessions from now on.");
             tokio::spawn(async move { old.close().await });
