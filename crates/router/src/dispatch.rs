@@ -71,7 +71,7 @@ pub struct ArticlePlan {
 /// Parses and plans one mail.
 pub fn plan(raw: &[u8], mailbox_id: Option<&str>, rules: &Rules, limits: &Limits) -> Plan {
     match deskmail_mailparse::parse(raw, limits) {
-        Ok(mail) => plan_parsed(&mail, raw, mailbox_id, rules),
+        Ok(mail) => plan_parsed(mail, raw, mailbox_id, rules),
         Err(e @ ParseError::TooLarge { .. }) => Plan::Dead { reason: e.to_string() },
         Err(e) => Plan::Article(Box::new(unparsable(&e.to_string(), mailbox_id, rules))),
     }
@@ -96,7 +96,8 @@ fn mailbox_queue(mailbox_id: Option<&str>, rules: &Rules, recipient_queue: Optio
     }
 }
 
-fn plan_parsed(mail: &ParsedMail, _raw: &[u8], mailbox_id: Option<&str>, rules: &Rules) -> Plan {
+/// Takes the parsed mail by value: its attachments' bytes move into the plan, not a copy.
+fn plan_parsed(mut mail: ParsedMail, _raw: &[u8], mailbox_id: Option<&str>, rules: &Rules) -> Plan {
     let mailbox = mailbox_id.and_then(|id| rules.mailboxes.get(id));
     let mut queue_override: Option<String> = None;
     let mut priority: Option<i32> = None;
@@ -157,7 +158,7 @@ fn plan_parsed(mail: &ParsedMail, _raw: &[u8], mailbox_id: Option<&str>, rules: 
     thread_ids.dedup();
 
     // 6. The queue of a new ticket.
-    let recipient = first_system_recipient(mail, rules);
+    let recipient = first_system_recipient(&mail, rules);
     let recipient_queue = recipient.and_then(|a| a.queue_id.clone());
     let queue_id = queue_override.or_else(|| mailbox_queue(mailbox_id, rules, recipient_queue));
     let company_id = rules.company_of(&customer_address);
@@ -166,7 +167,7 @@ fn plan_parsed(mail: &ParsedMail, _raw: &[u8], mailbox_id: Option<&str>, rules: 
 
     // 7. Auto-reply, unless a loop rule says no.
     let (auto_reply, no_auto_reply) =
-        match autoreply::draft(mail, rules, queue_id.as_deref(), recipient, mailbox) {
+        match autoreply::draft(&mail, rules, queue_id.as_deref(), recipient, mailbox) {
             Ok(d) => (Some(d), None),
             Err(why) => (None, Some(why)),
         };
@@ -196,7 +197,7 @@ fn plan_parsed(mail: &ParsedMail, _raw: &[u8], mailbox_id: Option<&str>, rules: 
         subject: clean(&mail.subject),
         body_text: clean(mail.body_text()),
         body_html: mail.html_body.as_deref().map(clean),
-        attachments: mail.attachments.clone(),
+        attachments: std::mem::take(&mut mail.attachments),
         parse_error: problems,
         is_auto_response: mail.loop_signals.is_auto_response(),
         is_bounce: mail.bounce.is_some() || mail.loop_signals.delivery_report,
@@ -206,7 +207,7 @@ fn plan_parsed(mail: &ParsedMail, _raw: &[u8], mailbox_id: Option<&str>, rules: 
         queue_id,
         priority,
         customer_address,
-        customer_name: from_name_or_empty(mail),
+        customer_name: from_name_or_empty(&mail),
         company_id,
         ignore_if_new,
         auto_reply,

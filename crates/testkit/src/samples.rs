@@ -1,10 +1,19 @@
 //! Realistic test mails, generated deterministically from a seed.
 //!
-//! [`SampleGen`] makes a stream of mails like a service desk receives: mixed sizes (mostly
-//! 1-200 KiB, a few of 1-5 MiB), plain, HTML and multipart/alternative bodies, attachments
-//! (PDF, PNG and DOCX-like bytes, inline images with a Content-ID), the charsets UTF-8,
-//! ISO-8859-1, windows-1252, ISO-2022-JP and GB2312/GBK, encoded-word subjects and display
-//! names, quoted-printable, base64 and 8bit bodies. The same seed gives the same mails.
+//! [`SampleGen`] makes a stream of mails like a service desk receives: plain, HTML and
+//! multipart/alternative bodies, attachments (PDF, PNG and DOCX-like bytes, inline images
+//! with a Content-ID), the charsets UTF-8, ISO-8859-1, windows-1252, ISO-2022-JP and
+//! GB2312/GBK, encoded-word subjects and display names, quoted-printable, base64 and 8bit
+//! bodies. The same seed gives the same mails.
+//!
+//! The size mix (raw bytes, as a service desk's inbox sees it):
+//! - 84 in 100: a text mail of 2-20 KiB, no file (plain, HTML, multipart/alternative, or
+//!   HTML with a small inline logo of 1.5-5.5 KiB);
+//! - 15 in 100: a mail with one to three files of 20-300 KiB in all (decoded);
+//! - 1 in 100: a mail with files of 1-5 MiB in all.
+//!
+//! The median is about 10 KiB; the mean about 60 KiB, half of it from the one big mail in a
+//! hundred (2,000 mails of seed 42: median 10.0 KiB, mean 62.1 KiB, 18 of 1 MiB or more).
 //!
 //! ```no_run
 //! use deskmail_testkit::samples::{SampleGen, fixed_size};
@@ -209,13 +218,13 @@ impl SampleGen {
         v
     }
 
-    /// The target size: mostly 1-200 KiB, one in a hundred 1-5 MiB.
-    fn target_size(&mut self) -> usize {
+    /// The target size and whether the mail carries files (see the module docs for the mix):
+    /// 84 in 100 text mails of 2-20 KiB, 15 with files of 20-300 KiB, 1 with files of 1-5 MiB.
+    fn target_size(&mut self) -> (usize, bool) {
         match self.below(100) {
-            0..=59 => 1024 + self.below(7 * 1024),
-            60..=89 => 8 * 1024 + self.below(56 * 1024),
-            90..=98 => 64 * 1024 + self.below(136 * 1024),
-            _ => 1024 * 1024 + self.below(4 * 1024 * 1024),
+            0 => (1024 * 1024 + self.below(4 * 1024 * 1024), true),
+            1..=15 => (20 * 1024 + self.below(280 * 1024), true),
+            _ => (2 * 1024 + self.below(18 * 1024), false),
         }
     }
 
@@ -233,11 +242,33 @@ impl SampleGen {
             _ => base_subject,
         };
         let message_id = format!("{:016x}.{}@{}", self.next(), self.n, self.domain);
-        let target = self.target_size();
+        let (target, with_files) = self.target_size();
+        let shape = if with_files {
+            // Files: a body and attachments (inline logo too, now and then).
+            if self.below(10) == 0 { Shape::Related } else { Shape::Mixed }
+        } else {
+            match self.below(10) {
+                0..=4 => Shape::Plain,
+                5 => Shape::Html,
+                6..=8 => Shape::Alternative,
+                _ => Shape::Related,
+            }
+        };
 
-        // Body text of roughly the size the attachments leave.
-        let with_files = target > 24 * 1024 || self.below(4) == 0;
-        let text_len = if with_files { 600 + self.below(3000) } else { target.saturating_sub(900).max(200) };
+        // Body text of roughly the size the attachments leave (encodings and an HTML copy
+        // make the raw text part up to about twice the text).
+        let text_len = if with_files {
+            600 + self.below(3000)
+        } else {
+            let text = match shape {
+                Shape::Plain => target.saturating_sub(1000) * 3 / 4,
+                Shape::Html => target.saturating_sub(1000) * 2 / 3,
+                _ => target.saturating_sub(1000) * 2 / 5,
+            };
+            // GBK in quoted-printable: every byte of a character is "=XX".
+            let text = if cs.label == "gb2312" { text / 2 } else { text };
+            text.max(900)
+        };
         let mut text = String::new();
         if in_reply_to.is_some() || ticket.is_some() {
             text.push_str("Danke, das hat geholfen. / Thanks, that helped.\n\n");
@@ -252,24 +283,16 @@ impl SampleGen {
             html_escape(&text).replace('\n', "<br>\n")
         );
 
-        let shape = match self.below(10) {
-            0..=3 => Shape::Plain,
-            4 => Shape::Html,
-            5..=6 => Shape::Alternative,
-            7 => Shape::Related,
-            _ => Shape::Mixed,
-        };
-        let shape = if with_files && matches!(shape, Shape::Plain | Shape::Html | Shape::Alternative) {
-            Shape::Mixed
-        } else {
-            shape
-        };
-
         let mut attachments = Vec::new();
         let mut files: Vec<(SampleAttachment, Vec<u8>)> = Vec::new();
-        if with_files || shape == Shape::Mixed {
+        if with_files {
+            // Decoded bytes: base64 makes them 4/3 bigger in the raw mail.
             let budget = target.saturating_sub(text.len() * 2).max(2048) * 3 / 4;
-            let count = 1 + self.below(3);
+            let count = match self.below(10) {
+                0..=6 => 1,
+                7..=8 => 2,
+                _ => 3,
+            };
             for i in 0..count {
                 let size = (budget / count).max(512);
                 let (ct, ext, data) = match self.below(3) {
@@ -300,7 +323,7 @@ impl SampleGen {
         }
         let mut inline: Vec<(SampleAttachment, Vec<u8>)> = Vec::new();
         if shape == Shape::Related {
-            let png_size = 1500 + self.below(20_000);
+            let png_size = 1500 + self.below(4000);
             let data = self.png(png_size);
             inline.push((
                 SampleAttachment {
@@ -639,6 +662,31 @@ mod tests {
         let b: Vec<_> = SampleGen::new(1).mails(20);
         assert_eq!(a, b);
         assert_ne!(a, SampleGen::new(2).mails(20));
+    }
+
+    #[test]
+    fn size_mix_is_as_documented() {
+        let mails = SampleGen::new(42).mails(2000);
+        let kib = |s: &Sample| s.raw.len() as f64 / 1024.0;
+        let small = mails.iter().filter(|s| s.attachments.iter().all(|a| a.content_id.is_some())).count();
+        let files: Vec<_> =
+            mails.iter().filter(|s| s.attachments.iter().any(|a| a.content_id.is_none())).collect();
+        let big = mails.iter().filter(|s| kib(s) >= 1024.0).count();
+        assert!((1580..=1780).contains(&small), "text mails: {small}");
+        let text: Vec<f64> = mails.iter().filter(|s| s.attachments.is_empty()).map(kib).collect();
+        let (lo, hi) = text.iter().fold((f64::MAX, 0.0f64), |(l, h), &k| (l.min(k), h.max(k)));
+        assert!(lo >= 1.0 && hi <= 22.0, "text mails {lo:.1}-{hi:.1} KiB");
+        let in_range = text.iter().filter(|k| (2.0..=20.0).contains(*k)).count();
+        assert!(in_range * 10 >= text.len() * 9, "{in_range} of {} text mails in 2-20 KiB", text.len());
+        assert!((240..=400).contains(&files.len()), "with files: {}", files.len());
+        assert!((10..=35).contains(&big), "big: {big}");
+        let mut sizes: Vec<f64> = mails.iter().map(kib).collect();
+        sizes.sort_by(f64::total_cmp);
+        let median = sizes[sizes.len() / 2];
+        assert!((5.0..=16.0).contains(&median), "median {median} KiB");
+        let mean = sizes.iter().sum::<f64>() / sizes.len() as f64;
+        assert!((35.0..=90.0).contains(&mean), "mean {mean} KiB");
+        eprintln!("median {median:.1} KiB, mean {mean:.1} KiB, {big} of 2000 at 1 MiB or more");
     }
 
     #[test]

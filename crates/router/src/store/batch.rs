@@ -377,17 +377,43 @@ async fn write(
         });
     }
 
-    insert_chunked::<ticket::Entity, _>(tx, tickets.into_iter().map(ticket::ActiveModel::from), 200).await?;
-    insert_chunked::<article::Entity, _>(tx, articles.into_iter().map(article::ActiveModel::from), 40)
-        .await?;
-    insert_chunked::<attachment::Entity, _>(
+    // Statements of at most 2 MiB of blobs: a few round trips per batch, and the driver's
+    // copy of the values stays small.
+    const BLOB_BYTES: usize = 2 * 1024 * 1024;
+    insert_chunked::<ticket::Entity, _>(
         tx,
-        attachments.into_iter().map(attachment::ActiveModel::from),
-        40,
+        tickets.into_iter().map(|t| (ticket::ActiveModel::from(t), 0)),
+        200,
+        BLOB_BYTES,
     )
     .await?;
-    insert_chunked::<outbox::Entity, _>(tx, outbox_rows.iter().cloned().map(outbox::ActiveModel::from), 200)
-        .await?;
+    insert_chunked::<article::Entity, _>(
+        tx,
+        articles.into_iter().map(|a| {
+            let size = a.raw.len() + a.body_text.len() + a.body_html.as_ref().map_or(0, String::len);
+            (article::ActiveModel::from(a), size)
+        }),
+        100,
+        BLOB_BYTES,
+    )
+    .await?;
+    insert_chunked::<attachment::Entity, _>(
+        tx,
+        attachments.into_iter().map(|a| {
+            let size = a.content.len();
+            (attachment::ActiveModel::from(a), size)
+        }),
+        100,
+        BLOB_BYTES,
+    )
+    .await?;
+    insert_chunked::<outbox::Entity, _>(
+        tx,
+        outbox_rows.iter().cloned().map(|o| (outbox::ActiveModel::from(o), 0)),
+        200,
+        BLOB_BYTES,
+    )
+    .await?;
     touched.sort();
     touched.dedup();
     for chunk in touched.chunks(500) {

@@ -56,10 +56,14 @@ impl Store {
             .connect_timeout(std::time::Duration::from_secs(5))
             .acquire_timeout(std::time::Duration::from_secs(10))
             .sqlx_logging(false);
-        // WAL on every connection: readers beside the writer; a second writer (another
-        // router on the same file) waits up to the busy timeout instead of failing.
+        // On every pooled connection (connect options, not a one-off PRAGMA): WAL, so readers
+        // go beside the writer and a second writer (another router on the same file) waits up
+        // to the busy timeout instead of failing; synchronous=NORMAL, the durable setting for
+        // WAL (a commit survives a crash of the process; only a power loss may undo the last
+        // commits, never corrupt the file), instead of an fsync per commit.
         options.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(std::time::Duration::from_secs(30))
         });
         let db = Database::connect(options).await?;

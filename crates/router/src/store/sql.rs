@@ -121,17 +121,28 @@ pub(super) async fn count_auto_replies(
     Ok(allowed)
 }
 
-pub(super) async fn insert_chunked<E, I>(tx: &DatabaseTransaction, rows: I, chunk: usize) -> Result<(), DbErr>
+/// Multi-row inserts of `(row, bytes)`: one statement per `max_rows` rows or `max_bytes`
+/// bytes of blobs, whichever comes first, so a batch of big mail is not copied into one
+/// huge statement (the driver holds each statement's values once more while it runs).
+pub(super) async fn insert_chunked<E, I>(
+    tx: &DatabaseTransaction,
+    rows: I,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<(), DbErr>
 where
     E: EntityTrait,
     E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
-    I: IntoIterator<Item = E::ActiveModel>,
+    I: IntoIterator<Item = (E::ActiveModel, usize)>,
 {
-    let mut buf: Vec<E::ActiveModel> = Vec::with_capacity(chunk);
-    for row in rows {
+    let mut buf: Vec<E::ActiveModel> = Vec::with_capacity(max_rows);
+    let mut bytes = 0;
+    for (row, size) in rows {
         buf.push(row.reset_all());
-        if buf.len() >= chunk {
+        bytes += size;
+        if buf.len() >= max_rows || bytes >= max_bytes {
             E::insert_many(std::mem::take(&mut buf)).exec_without_returning(tx).await?;
+            bytes = 0;
         }
     }
     if !buf.is_empty() {
