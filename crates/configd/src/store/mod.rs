@@ -146,12 +146,12 @@ impl Store {
         &self,
     ) -> Result<(u64, Vec<resource::Model>, Vec<secret::Model>), StoreError> {
         use sea_orm::{AccessMode, IsolationLevel};
-        let isolation = match self.db.get_database_backend() {
-            // SQLite transactions are serializable already and refuse the clause.
-            sea_orm::DbBackend::Sqlite => None,
-            _ => Some(IsolationLevel::RepeatableRead),
+        let (isolation, access) = match self.db.get_database_backend() {
+            // SQLite transactions are serializable already and refuse both clauses.
+            sea_orm::DbBackend::Sqlite => (None, None),
+            _ => (Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)),
         };
-        let tx = self.db.begin_with_config(isolation, Some(AccessMode::ReadOnly)).await?;
+        let tx = self.db.begin_with_config(isolation, access).await?;
         let revision = entity::meta::Entity::find_by_id(REVISION_KEY.to_owned())
             .one(&tx)
             .await?
