@@ -3,8 +3,6 @@
 use std::time::Duration;
 
 use deskmail_proto::v1 as pb;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
@@ -12,15 +10,7 @@ use crate::config::CliConfig;
 use crate::fail::Fail;
 
 /// Adds `authorization: Bearer <token>` (marked sensitive, so never logged) to every call.
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
+pub use deskmail_configclient::Bearer;
 
 pub type Svc = InterceptedService<Channel, Bearer>;
 
@@ -67,11 +57,9 @@ impl Api {
                 "no admin token: set `token` in the config file (--config) or DESKMAILCTL_TOKEN".to_owned(),
             ));
         }
-        let mut value: MetadataValue<Ascii> = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Fail::Config("token: must be printable ASCII".to_owned()))?;
-        value.set_sensitive(true);
-        Ok(Self { channel: channel(config, at_least).await?, bearer: Bearer(value) })
+        let bearer = Bearer::from_token(token)
+            .ok_or_else(|| Fail::Config("token: must be printable ASCII".to_owned()))?;
+        Ok(Self { channel: channel(config, at_least).await?, bearer })
     }
 
     fn parts(&self) -> (Channel, Bearer) {

@@ -56,6 +56,15 @@ impl ConfigClientError {
 #[derive(Clone)]
 pub struct Bearer(MetadataValue<Ascii>);
 
+impl Bearer {
+    /// `Bearer <token>`, marked sensitive; `None` when the token is not printable ASCII.
+    pub fn from_token(token: &str) -> Option<Self> {
+        let mut value: MetadataValue<Ascii> = format!("Bearer {}", token.trim()).parse().ok()?;
+        value.set_sensitive(true);
+        Some(Self(value))
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         request.metadata_mut().insert("authorization", self.0.clone());
@@ -108,12 +117,11 @@ impl ConfigClient {
                 .tls_config(tls)
                 .map_err(|e| ConfigClientError::Config { key: "url", message: format!("TLS: {e}") })?;
         }
-        let mut value: MetadataValue<Ascii> =
-            format!("Bearer {}", config.token.expose().trim()).parse().map_err(|_| {
-                ConfigClientError::Config { key: "token", message: "must be printable ASCII".to_owned() }
-            })?;
-        value.set_sensitive(true);
-        Ok(Self { channel: endpoint.connect_lazy(), bearer: Bearer(value), url })
+        let bearer = Bearer::from_token(config.token.expose()).ok_or_else(|| ConfigClientError::Config {
+            key: "token",
+            message: "must be printable ASCII".to_owned(),
+        })?;
+        Ok(Self { channel: endpoint.connect_lazy(), bearer, url })
     }
 
     /// configd's URL, for logs.
