@@ -116,6 +116,25 @@ impl DatabaseConfig {
     pub fn is_sqlite(&self) -> bool {
         self.url.expose().starts_with("sqlite:")
     }
+
+    /// The file of a `sqlite:` URL (`None` for other databases and `:memory:`).
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        let url = self.url.expose();
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or(rest);
+        (!path.is_empty() && path != ":memory:").then(|| std::path::Path::new(path))
+    }
+
+    /// Creates the directory of a SQLite file when it is missing; on failure, the directory
+    /// and the reason, for an error that names `database.url`.
+    pub fn create_sqlite_dir(&self) -> Result<(), (String, std::io::Error)> {
+        match self.sqlite_file().and_then(std::path::Path::parent) {
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                std::fs::create_dir_all(dir).map_err(|e| (dir.display().to_string(), e))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Validate for DatabaseConfig {
@@ -131,5 +150,25 @@ impl Validate for DatabaseConfig {
             problems.push(("max_connections".into(), "must be at least 1".into()));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_files_and_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        let config = DatabaseConfig::sqlite_in(nested.to_str().unwrap(), "router");
+        assert_eq!(config.sqlite_file(), Some(nested.join("router.db").as_path()));
+        config.create_sqlite_dir().unwrap();
+        assert!(nested.is_dir());
+        for url in ["sqlite::memory:", "postgres://u@h/db"] {
+            let other = DatabaseConfig { url: Secret::new(url), max_connections: 1 };
+            assert_eq!(other.sqlite_file(), None, "{url}");
+            other.create_sqlite_dir().unwrap();
+        }
     }
 }

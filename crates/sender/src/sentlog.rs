@@ -198,23 +198,11 @@ async fn write_batches(db: DatabaseConnection, mut rx: mpsc::Receiver<WriteReque
     }
 }
 
-fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:").then_some(path)
-}
-
 impl SentLog {
     /// Connects (creating a SQLite file's directory) and migrates.
     pub async fn open(config: &DatabaseConfig) -> Result<Self, SentLogError> {
         let url = config.url.expose();
-        if let Some(path) = sqlite_path(url)
-            && let Some(dir) = std::path::Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| SentLogError::Directory { path: dir.display().to_string(), source })?;
-        }
+        config.create_sqlite_dir().map_err(|(path, source)| SentLogError::Directory { path, source })?;
         let mut options = ConnectOptions::new(url.to_owned());
         options.max_connections(config.max_connections).sqlx_logging(false);
         let db = Database::connect(options).await?;

@@ -59,13 +59,7 @@ impl Store {
     /// Connects (creating a SQLite file's directory when needed) and migrates.
     pub async fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
         let url = config.url.expose();
-        if let Some(path) = sqlite_path(url)
-            && let Some(dir) = std::path::Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Directory { path: dir.display().to_string(), source })?;
-        }
+        config.create_sqlite_dir().map_err(|(path, source)| StoreError::Directory { path, source })?;
         let mut options = ConnectOptions::new(url.to_owned());
         options.max_connections(config.max_connections).sqlx_logging(false);
         let db = Database::connect(options).await?;
@@ -166,12 +160,6 @@ impl Store {
         tx.commit().await?;
         Ok((revision, rows, secrets))
     }
-}
-
-fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next()?;
-    (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
 async fn put(
