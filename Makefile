@@ -17,6 +17,12 @@ build: ## Build every daemon and deskmailctl
 run: services build ## Start the whole system on the embedded defaults (Ctrl-C stops it)
 	@scripts/run.sh
 
+demo: services build ## The round trip by itself: customer mail -> ticket -> auto-reply -> reply -> follow-up
+	@scripts/demo.sh
+
+deploy-check: build ## Validate deploy/ (systemd-analyze verify, compose config, Kubernetes schemas, daemon configs)
+	REQUIRE_BINARIES=1 scripts/validate-deploy.sh
+
 test: services ## Run every test against real services
 ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace --locked --no-fail-fast
@@ -46,4 +52,4 @@ lint: ## Formatting check and clippy with -D warnings
 
 ci: lint test ## What CI runs
 
-.PHONY: help services build run test bench fuzz fmt lint ci
+.PHONY: help services build run demo deploy-check test bench fuzz fmt lint ci

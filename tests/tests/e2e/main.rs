@@ -1,0 +1,6 @@
+//! deskmail end to end: every daemon as its own process, started the way an operator starts
+//! them, against the real broker, database and mail servers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+mod run_script;
