@@ -9,6 +9,7 @@
 pub mod auth;
 mod config;
 pub mod fieldmask;
+pub mod health;
 pub mod presets;
 pub mod resource;
 pub mod secrets;
@@ -53,13 +54,34 @@ pub enum ConfigdError {
     },
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Telemetry(#[from] deskmail_telemetry::TelemetryError),
 }
 
 /// How long calls in flight (and Watch streams) get after SIGTERM before configd closes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the store and the secrets key, then serves until `shutdown` is cancelled.
+///
+/// Serves `/metrics`, `/healthz` and `/readyz` on `metrics.port` (readiness check
+/// `database`), tells systemd READY once the gRPC listener is bound and STOPPING on
+/// shutdown, and pings its watchdog when one is set.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ConfigdError> {
+    let telemetry =
+        deskmail_telemetry::Telemetry::start(&config.metrics, "deskmail-configd", &shutdown).await?;
+    deskmail_telemetry::configd::init();
+    let database = telemetry.readiness().register("database");
+    let result = run_with(config, shutdown, database).await;
+    deskmail_runtime::notify::stopping();
+    telemetry.stop().await;
+    result
+}
+
+async fn run_with(
+    config: Config,
+    shutdown: CancellationToken,
+    database: deskmail_telemetry::ReadyFlag,
+) -> Result<(), ConfigdError> {
     let secrets = secrets::SecretBox::from_config(&config.secrets)?;
     let store = store::Store::open(&config.database).await?;
     let (snapshots, _) = tokio::sync::watch::channel(Arc::new(Snapshots::default()));
@@ -68,8 +90,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Conf
         service::snapshot::build(&state).await.map_err(|s| ConfigdError::Snapshot(s.message().to_owned()))?;
     state.snapshots.send_replace(Arc::new(first));
     let follower = tokio::spawn(service::snapshot::follow_store(state.clone(), shutdown.clone()));
+    let checker = health::spawn_store_check(state.clone(), database, shutdown.clone());
+    let watchdog = deskmail_runtime::notify::spawn_watchdog(shutdown.clone());
     let served = serve(&config, state, shutdown.clone()).await;
     follower.abort();
+    checker.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     served
 }
 
@@ -142,6 +170,7 @@ async fn serve(config: &Config, state: AppState, shutdown: CancellationToken) ->
         .map_err(|source| ConfigdError::Bind { addr: addr.to_string(), source })?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%addr, tls = config.listen.cert_file.is_some(), "Listening.");
+    deskmail_runtime::notify::ready();
     let stop = shutdown.clone();
     let serving = router.serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await });
     tokio::pin!(serving);

@@ -21,6 +21,7 @@
 //! Label values are bounded by construction: config ids (mailbox, box), queue names, and
 //! codes from closed enums. No helper takes an address, a subject or free text.
 
+pub mod configd;
 pub mod fetcher;
 pub mod queue;
 pub mod rabbitmq;

@@ -34,3 +34,35 @@ pub fn unique(prefix: &str) -> String {
         .collect();
     format!("deskmail-test-{clean}-{}-{n}-{:x}", std::process::id(), nanos & 0xffff)
 }
+
+/// `GET http://127.0.0.1:<port><path>` over HTTP/1.0 (a daemon's `/metrics`, `/healthz`,
+/// `/readyz`): the status code and the body.
+pub async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use anyhow::Context;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("connecting to 127.0.0.1:{port} for GET {path}"))?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) =
+        text.split_once("\r\n\r\n").with_context(|| format!("GET {path}: no HTTP header end"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("GET {path}: bad status line {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// The value of the Prometheus sample `name{labels}` (labels exactly as rendered, e.g.
+/// `direction="inbound",state="active"`; empty for none) in a `/metrics` body, if present.
+pub fn metric_value(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    let wanted = if labels.is_empty() { name.to_owned() } else { format!("{name}{{{labels}}}") };
+    metrics.lines().find_map(|line| {
+        let (key, value) = line.rsplit_once(' ')?;
+        (key == wanted).then(|| value.parse().ok()).flatten()
+    })
+}

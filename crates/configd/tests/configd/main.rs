@@ -5,6 +5,7 @@
 mod harness;
 mod leases;
 mod mailboxes;
+mod observability;
 mod process;
 mod python;
 mod resources;
