@@ -2,5 +2,7 @@
 //! them, against the real broker, database and mail servers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod desk;
 mod harness;
 mod run_script;
+mod the_loop;
