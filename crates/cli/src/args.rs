@@ -9,6 +9,7 @@ use crate::client::Api;
 use crate::company::{self, CompanyCommand, ContractCommand};
 use crate::config::CliConfig;
 use crate::crud::Ctx;
+use crate::dead::{self, DeadCommand};
 use crate::fail::Fail;
 use crate::filter::{self, FilterCommand};
 use crate::mailbox::{self, MailboxCommand};
@@ -18,9 +19,10 @@ use crate::settings::{self, SettingsCommand};
 use crate::status::{self, StatusArgs};
 
 const AFTER_HELP: &str = "\
-Config: --config FILE (TOML: endpoint, token, ca_file, timeout), overridden by DESKMAILCTL_ENDPOINT,
-DESKMAILCTL_TOKEN, DESKMAILCTL_CA_FILE, DESKMAILCTL_TIMEOUT. Every command but `health` needs the
-admin token.
+Config: --config FILE (TOML: endpoint, token, ca_file, timeout, [amqp]), overridden by
+DESKMAILCTL_ENDPOINT, DESKMAILCTL_TOKEN, DESKMAILCTL_CA_FILE, DESKMAILCTL_TIMEOUT and
+DESKMAILCTL_AMQP__URL, DESKMAILCTL_AMQP__PREFIX. Every command but `health` and `dead` needs the
+admin token; `dead` talks to RabbitMQ ([amqp] url, default amqp://guest:guest@127.0.0.1:5672/%2f).
 
 Output: tables by default; --output json prints one proto3 JSON document (lists as an array; with
 --page-size/--page-token the List response with next_page_token), proto field names, every field.
@@ -30,18 +32,20 @@ from stdin (--in-password-stdin) or a variable (--in-password-env VAR), never fr
 Exit codes:
   0   done (for checks: `mailbox test`, `send-test`, `health`, `status --fail-on-error`: passed)
   1   the call failed: configd said no (NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION,
-      UNAUTHENTICATED, PERMISSION_DENIED, ...) or is unreachable; or the check failed
+      UNAUTHENTICATED, PERMISSION_DENIED, ...) or is unreachable; or the check failed;
+      `dead`: RabbitMQ unreachable, a queue or message id not found, a replay not done
   2   usage: bad flags or values, unreadable --from-json, unset --*-password-env variable
   3   invalid argument: configd rejected the values (each field violation on its own line),
       or a name given for a reference (--queue, --company, ...) matches nothing
   78  the CLI config is invalid or has no token";
 
-/// Manage deskmail through configd: mailboxes, queues, addresses, contracts, companies,
-/// filters, settings and status.
+/// Manage deskmail through configd (mailboxes, queues, addresses, contracts, companies,
+/// filters, settings and status), and its dead letters in RabbitMQ.
 #[derive(Debug, Parser)]
 #[command(name = "deskmailctl", version, after_help = AFTER_HELP)]
 pub struct Args {
-    /// CLI config file (endpoint, token, ca_file, timeout); DESKMAILCTL_* variables override it.
+    /// CLI config file (endpoint, token, ca_file, timeout, [amqp]); DESKMAILCTL_* variables
+    /// override it.
     #[arg(long, short = 'c', value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Validate the CLI config, print `ok` or every problem, and exit.
@@ -88,6 +92,12 @@ pub enum Command {
     Snapshot,
     /// Ask configd whether it is serving (grpc.health.v1; no token needed); exit 1 when not.
     Health,
+    /// Dead letters in RabbitMQ: list, show, replay.
+    ///
+    /// The queues `<prefix>.inbound.dead` and `<prefix>.outbound.dead`. Talks to RabbitMQ
+    /// (`[amqp]` in the config, DESKMAILCTL_AMQP__URL), not to configd; needs no token.
+    #[command(subcommand)]
+    Dead(DeadCommand),
 }
 
 pub async fn execute(config: &CliConfig, out: Out, command: Command) -> Result<u8, Fail> {
@@ -95,6 +105,9 @@ pub async fn execute(config: &CliConfig, out: Out, command: Command) -> Result<u
     let at_least = if slow { Duration::from_secs(90) } else { Duration::ZERO };
     if let Command::Health = command {
         return status::health(config, out).await;
+    }
+    if let Command::Dead(c) = command {
+        return dead::run(config, out, c).await;
     }
     let ctx = Ctx { api: Api::connect(config, at_least).await?, out };
     match command {
@@ -108,6 +121,7 @@ pub async fn execute(config: &CliConfig, out: Out, command: Command) -> Result<u
         Command::Status(a) => status::status(&ctx, a).await,
         Command::Snapshot => status::snapshot(&ctx).await,
         Command::Health => status::health(config, out).await,
+        Command::Dead(c) => dead::run(config, out, c).await,
     }
 }
 

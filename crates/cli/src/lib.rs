@@ -11,6 +11,7 @@
 //! deskmailctl status [NAME] [--fail-on-error]
 //! deskmailctl snapshot
 //! deskmailctl health
+//! deskmailctl dead     list|show|replay                      (RabbitMQ, not configd)
 //! ```
 //!
 //! Output: tables by default; `--output json` prints one proto3 JSON document (lists as an
@@ -23,18 +24,21 @@
 //! | code | meaning |
 //! | --- | --- |
 //! | 0 | done; for `mailbox test`/`send-test` and `health`, the check passed |
-//! | 1 | the call failed: configd said no (NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, UNAUTHENTICATED, PERMISSION_DENIED, ...) or could not be reached; or a check failed (a connection test, a test mail, `health` not serving, `status --fail-on-error` with a mailbox in error) |
+//! | 1 | the call failed: configd said no (NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, UNAUTHENTICATED, PERMISSION_DENIED, ...) or could not be reached; or a check failed (a connection test, a test mail, `health` not serving, `status --fail-on-error` with a mailbox in error); `dead`: RabbitMQ unreachable, a queue or message id not found, a replay not done |
 //! | 2 | usage: bad flags or values (clap's own errors), an unreadable `--from-json`, a missing `--*-password-env` variable |
 //! | 3 | invalid argument: configd rejected the values (INVALID_ARGUMENT, each field violation printed on its own line), or a name given for a reference (`--queue`, `--company`, ...) matches nothing |
 //! | 78 | the CLI's own config is invalid or incomplete (no `token` / `DESKMAILCTL_TOKEN` for a call that needs it) |
 //!
-//! Depends on the config loader and the generated proto code only.
+//! Depends on the config loader and the generated proto code; `dead` on deskmail-mq (lapin).
 
 mod args;
 mod client;
 mod company;
 mod config;
 mod crud;
+mod dead;
+mod dead_browse;
+mod dead_letter;
 mod fail;
 mod filter;
 mod mailbox;

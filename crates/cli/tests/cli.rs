@@ -10,6 +10,11 @@ use deskmail_testkit::mail::MailStack;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+#[path = "cli/dead.rs"]
+mod dead;
+#[path = "cli/dead_replay.rs"]
+mod dead_replay;
+
 const ADMIN: &str = "admin-token-0123456789";
 const DAEMON: &str = "daemon-token-0123456789";
 
@@ -101,11 +106,17 @@ impl Run {
 }
 
 async fn run(port: u16, token: Option<&str>, args: &[&str], stdin: Option<&str>) -> Run {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    run_env(token, args, stdin, &[("DESKMAILCTL_ENDPOINT", endpoint.as_str())]).await
+}
+
+/// `deskmailctl ARGS` with a clean environment plus `env`.
+async fn run_env(token: Option<&str>, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_deskmailctl"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::var_os("HOME").unwrap_or_default())
-        .env("DESKMAILCTL_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

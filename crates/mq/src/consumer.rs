@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::delivery::Delivery;
 use crate::error::MqError;
 use crate::publisher::Publisher;
-use crate::topology::{DeadLetterTarget, ERROR_HEADER};
+use crate::topology::{DEAD_AT_HEADER, DeadLetterTarget, ERROR_HEADER};
 
 /// Default prefetch (`basic.qos`), in messages.
 pub const DEFAULT_PREFETCH: u16 = 256;
@@ -124,7 +124,8 @@ impl Consumer {
     }
 
     /// Publishes a copy of `delivery` (body, properties, headers; minus `x-delivery-count`)
-    /// to the dead-letter exchange with header `x-deskmail-error: reason`, waits for the
+    /// to the dead-letter exchange with headers `x-deskmail-error: reason` and
+    /// `x-deskmail-dead-at` (now, Unix seconds), waits for the
     /// broker's confirm, then acks the original. If the publish fails the original is left
     /// unacked and the error returned: nack it with requeue.
     pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), MqError> {
@@ -138,6 +139,9 @@ impl Consumer {
         inner.remove("x-delivery-count");
         headers = FieldTable::from(inner);
         headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(LongString::from(reason.as_bytes())));
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        headers.insert(DEAD_AT_HEADER.into(), AMQPValue::Timestamp(now));
         let props = delivery.properties().clone().with_headers(headers).with_delivery_mode(2);
         let target = &self.dead_letter;
         self.dead

@@ -149,6 +149,20 @@ impl Publisher {
         })
     }
 
+    /// Publishes a payload with ready-made AMQP properties (headers and all), persistent and
+    /// mandatory like every publish: for tools that move a received message on with its
+    /// properties intact (`deskmailctl dead replay`). Await the [`PendingConfirm`].
+    pub async fn publish_with_properties(
+        &self,
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+        payload: impl Into<Bytes>,
+        properties: BasicProperties,
+    ) -> Result<PendingConfirm, MqError> {
+        let properties = properties.with_delivery_mode(2);
+        self.publish_raw(exchange.into(), routing_key.into(), payload.into(), properties).await
+    }
+
     /// Publishes a payload with ready-made properties (used to dead-letter a delivery with its
     /// original properties). Persistent and mandatory like every publish.
     pub(crate) async fn publish_raw(

@@ -42,6 +42,9 @@ pub mod routing_keys {
 /// Header carrying why a message was dead-lettered.
 pub const ERROR_HEADER: &str = "x-deskmail-error";
 
+/// Header with the time (AMQP timestamp, Unix seconds) a consumer dead-lettered a message.
+pub const DEAD_AT_HEADER: &str = "x-deskmail-dead-at";
+
 /// Retry delays of the outbound retry queues: 30 s, 2 min, 10 min, 1 h.
 pub const DEFAULT_RETRY_DELAYS: [Duration; 4] =
     [Duration::from_secs(30), Duration::from_secs(120), Duration::from_secs(600), Duration::from_secs(3600)];

@@ -127,7 +127,7 @@ impl Desk {
             Daemon::Fetcher => common,
             Daemon::Router => format!("{common}[database]\nurl = {:?}\n", self.db.url()),
             Daemon::Sender => {
-                format!("{common}[sent_log]\nurl = \"sqlite://{dir}/sender.db?mode=rwc\"\n[retry]\ndelays = [\"1s\", \"2s\"]\n")
+                format!("{common}[sent_log]\nurl = \"sqlite://{dir}/sender.db?mode=rwc\"\n[retry]\ndelays = [\"1s\", \"2s\", \"5s\", \"10s\", \"20s\"]\n")
             }
         };
         let path = self.config_path(daemon);
@@ -287,12 +287,6 @@ impl Desk {
             args.push(id);
         }
         python(&args).trim().to_owned()
-    }
-
-    /// `count` mails over one SMTP session, subjects "`prefix` <n>".
-    pub fn send_bulk(&self, from: &str, to: &str, prefix: &str, count: usize) {
-        let port = self.stack.smtp_port().to_string();
-        python(&["bulk", "127.0.0.1", &port, from, to, prefix, &count.to_string()]);
     }
 
     /// Messages in a user's Maildir (new + cur), parsed headers only: (subject, from,

@@ -4,5 +4,6 @@
 
 mod desk;
 mod harness;
+mod faults;
 mod run_script;
 mod the_loop;

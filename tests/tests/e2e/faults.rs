@@ -1,0 +1,192 @@
+//! Issue 8, faults: mails keep flowing while each daemon is `kill -9`ed, the broker goes away
+//! for this deployment, the router's database connections are cut, Dovecot and Postfix
+//! restart and configd is down; afterwards every mail is exactly one article and every
+//! auto-reply was delivered exactly once, and every daemon is ready again by itself.
+//!
+//! Short form in `make test` (E2E_MAILS=300, each fault once); `make soak` runs the long
+//! form (E2E_MAILS=5000, E2E_FAULTS=20 random faults).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use deskmail_testkit::http_get;
+
+use crate::desk::{CUSTOMER, Daemon, Desk, SUPPORT};
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill(Daemon),
+    BrokerOutage,
+    DatabaseCut,
+    DovecotRestart,
+    PostfixRestart,
+    ConfigdDown,
+}
+
+const ROUND: [Fault; 9] = [
+    Fault::Kill(Daemon::Fetcher),
+    Fault::Kill(Daemon::Router),
+    Fault::Kill(Daemon::Sender),
+    Fault::BrokerOutage,
+    Fault::DatabaseCut,
+    Fault::DovecotRestart,
+    Fault::PostfixRestart,
+    Fault::ConfigdDown,
+    Fault::Kill(Daemon::Configd),
+];
+
+async fn inject(desk: &mut Desk, fault: Fault, configd_down: Duration) {
+    eprintln!("fault: {fault:?}");
+    match fault {
+        Fault::Kill(d) => {
+            desk.kill9(d);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            desk.spawn(d).await;
+        }
+        Fault::BrokerOutage => {
+            desk.vhost.block("e2e broker outage").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            desk.vhost.unblock().await.unwrap();
+        }
+        Fault::DatabaseCut => {
+            let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(deskmail_testkit::pg::ADMIN_URL)
+                .await
+                .unwrap();
+            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+                .bind(desk.db.name())
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+        Fault::DovecotRestart => desk.stack.restart_dovecot().unwrap(),
+        Fault::PostfixRestart => desk.stack.restart_postfix().unwrap(),
+        Fault::ConfigdDown => {
+            desk.terminate(Daemon::Configd);
+            tokio::time::sleep(configd_down).await;
+            desk.spawn(Daemon::Configd).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
+    let mails = env_usize("E2E_MAILS", 300);
+    let faults = env_usize("E2E_FAULTS", ROUND.len());
+    let configd_down = Duration::from_secs(env_usize("E2E_CONFIGD_DOWN_SECS", 5) as u64);
+    let mut desk = Desk::start(u32::MAX).await;
+    let run = std::process::id();
+
+    // The customer's mails, in chunks over one SMTP session each, while faults happen.
+    let chunks = 10.max(faults);
+    let per_chunk = mails.div_ceil(chunks);
+    let smtp_port = desk.stack.smtp_port();
+    let feeder = tokio::task::spawn_blocking(move || {
+        let mut sent = 0;
+        let mut chunk = 0;
+        while sent < mails {
+            let n = per_chunk.min(mails - sent);
+            let port = smtp_port.to_string();
+            crate::desk::python(&[
+                "bulk",
+                "127.0.0.1",
+                &port,
+                CUSTOMER,
+                SUPPORT,
+                &format!("fault {run} chunk {chunk}"),
+                &n.to_string(),
+            ]);
+            sent += n;
+            chunk += 1;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        sent
+    });
+
+    // The faults: each one once in order, then pseudo-random ones (soak).
+    let mut seed: u64 = u64::from(run) | 1;
+    for i in 0..faults {
+        let fault = if i < ROUND.len() {
+            ROUND[i]
+        } else {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ROUND[(seed % ROUND.len() as u64) as usize]
+        };
+        // Postfix takes the customer's mail: a restart while the feeder is in an SMTP session
+        // would fail the client, not deskmail, so Postfix restarts once the feeder is done.
+        if matches!(fault, Fault::PostfixRestart) && !feeder.is_finished() {
+            continue;
+        }
+        inject(&mut desk, fault, configd_down).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let sent = feeder.await.unwrap();
+    assert_eq!(sent, mails);
+    inject(&mut desk, Fault::PostfixRestart, configd_down).await;
+
+    // Every mail is exactly one article.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let articles = desk.count("SELECT count(*) FROM articles").await;
+        if articles >= mails as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{articles} of {mails} mails are articles after 240 s\nfetcher:\n{}\nrouter:\n{}",
+            desk.log(Daemon::Fetcher),
+            desk.log(Daemon::Router)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Every auto-reply delivered exactly once.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let got = desk.mailbox(CUSTOMER).len();
+        if got >= mails {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {mails} auto-replies delivered after 240 s\nsender:\n{}",
+            desk.log(Daemon::Sender)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(desk.count("SELECT count(*) FROM articles").await, mails as i64, "no duplicate articles");
+    assert_eq!(
+        desk.count("SELECT count(DISTINCT subject) FROM articles").await,
+        mails as i64,
+        "every mail's subject once"
+    );
+    assert_eq!(desk.count("SELECT count(*) FROM tickets").await, mails as i64);
+    let replies = desk.mailbox(CUSTOMER);
+    let numbers: BTreeSet<String> = replies
+        .iter()
+        .filter_map(|m| m.subject.split("[Ticket#").nth(1).and_then(|r| r.split(']').next()).map(str::to_owned))
+        .collect();
+    assert_eq!(replies.len(), mails, "auto-replies delivered: none lost, none twice");
+    assert_eq!(numbers.len(), mails, "one auto-reply per ticket");
+
+    // Every daemon ready again by itself.
+    for d in Daemon::ALL {
+        let port = desk.metrics_ports[&d];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match http_get(port, "/readyz").await {
+                Ok((200, _)) => break,
+                other => assert!(Instant::now() < deadline, "{} not ready: {other:?}", d.name()),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    for d in [Daemon::Fetcher, Daemon::Router, Daemon::Sender, Daemon::Configd] {
+        desk.terminate(d);
+    }
+}
