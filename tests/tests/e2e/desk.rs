@@ -24,6 +24,8 @@ pub const SUPPORT: &str = "support@desk.test";
 pub const CONTRACT: &str = "contract@desk.test";
 pub const CUSTOMER: &str = "customer@client.test";
 pub const HELPDESK: &str = "helpdesk@other.test";
+/// Who a header injection would add as a recipient.
+pub const VICTIM: &str = "victim@client.test";
 pub const PASSWORD: &str = "e2e-pass";
 pub const PREFIX: &str = "deskmail";
 
@@ -75,6 +77,7 @@ impl Desk {
             .user(CONTRACT, PASSWORD)
             .user(CUSTOMER, PASSWORD)
             .user(HELPDESK, PASSWORD)
+            .user(VICTIM, PASSWORD)
             .start()
             .unwrap();
         let vhost = Vhost::create("e2e").unwrap();

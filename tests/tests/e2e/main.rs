@@ -2,6 +2,7 @@
 //! them, against the real broker, database and mail servers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod bad_input;
 mod desk;
 mod harness;
 mod faults;
