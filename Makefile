@@ -38,10 +38,15 @@ bench: services ## Measure throughput (prints figures next to the peers measured
 	$(CARGO) bench -p deskmail-router --bench route
 	$(CARGO) bench -p deskmail-sender --bench send
 	$(CARGO) bench -p deskmail-telemetry --bench record
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p deskmail-e2e --bench pipeline
 
 fuzz: services ## Ten minutes of mutated corpus mails through parse (mailparse) and parse-and-dispatch (router)
 	DESKMAIL_FUZZ_SECS=600 $(CARGO) test -p deskmail-mailparse --test mailparse -- fuzz --nocapture
 	PROPTEST_CASES=20000 $(CARGO) test -p deskmail-router --test router -- fuzz --nocapture
+
+soak: services build ## The long fault run: 5,000 mails, 20 random faults, configd down a minute
+	E2E_MAILS=5000 E2E_FAULTS=20 E2E_CONFIGD_DOWN_SECS=60 $(CARGO) test -p deskmail-e2e --test e2e -- faults --nocapture
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -52,4 +57,4 @@ lint: ## Formatting check and clippy with -D warnings
 
 ci: lint test ## What CI runs
 
-.PHONY: help services build run demo deploy-check test bench fuzz fmt lint ci
+.PHONY: help services build run demo deploy-check test bench soak fuzz fmt lint ci

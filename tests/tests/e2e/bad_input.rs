@@ -8,7 +8,7 @@ use deskmail_mq::lapin::options::{BasicAckOptions, BasicGetOptions};
 use deskmail_testkit::http_get;
 use sqlx::Row;
 
-use crate::desk::{CUSTOMER, Daemon, Desk, PREFIX, SUPPORT, VICTIM, python};
+use deskmail_e2e::desk::{CUSTOMER, Daemon, Desk, PREFIX, SUPPORT, VICTIM, python};
 
 fn plain(subject: &str) -> Vec<u8> {
     format!(
@@ -48,13 +48,19 @@ fn nested(subject: &str, depth: usize) -> Vec<u8> {
 
 fn many_recipients(subject: &str, n: usize) -> Vec<u8> {
     let to: Vec<String> = (0..n).map(|i| format!("r{i}@client.test")).collect();
-    format!("From: {CUSTOMER}\r\nTo: {SUPPORT},\r\n {}\r\nSubject: {subject}\r\n\r\nHello all.\r\n", to.join(",\r\n "))
-        .into_bytes()
+    format!(
+        "From: {CUSTOMER}\r\nTo: {SUPPORT},\r\n {}\r\nSubject: {subject}\r\n\r\nHello all.\r\n",
+        to.join(",\r\n ")
+    )
+    .into_bytes()
 }
 
 fn long_header(subject: &str, bytes: usize) -> Vec<u8> {
-    format!("From: {CUSTOMER}\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\nX-Long: {}\r\n\r\nHello.\r\n", "a".repeat(bytes))
-        .into_bytes()
+    format!(
+        "From: {CUSTOMER}\r\nTo: {SUPPORT}\r\nSubject: {subject}\r\nX-Long: {}\r\n\r\nHello.\r\n",
+        "a".repeat(bytes)
+    )
+    .into_bytes()
 }
 
 fn garbage(bytes: usize) -> Vec<u8> {
@@ -124,18 +130,32 @@ async fn mail_bombs_and_garbage_get_a_clear_result_and_spare_the_mail_around_the
     loop {
         dead.extend(dead_letters(&desk, &format!("{PREFIX}.inbound.dead")).await);
         let pool = desk.pg().await;
-        let rows = sqlx::query("SELECT subject, parse_error, length(raw) AS n FROM articles").fetch_all(&pool).await.unwrap();
+        let rows = sqlx::query("SELECT subject, parse_error, length(raw) AS n FROM articles")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
         pool.close().await;
-        let articles: Vec<(String, Option<String>, i64)> =
-            rows.iter().map(|r| (r.get("subject"), r.get("parse_error"), r.get::<i32, _>("n").into())).collect();
+        let articles: Vec<(String, Option<String>, i64)> = rows
+            .iter()
+            .map(|r| (r.get("subject"), r.get("parse_error"), r.get::<i32, _>("n").into()))
+            .collect();
         let total = articles.len() + dead.len();
         if total >= around.len() + bombs.len() {
-            assert_eq!(total, around.len() + bombs.len(), "one result per mail: {articles:?} + {} dead", dead.len());
+            assert_eq!(
+                total,
+                around.len() + bombs.len(),
+                "one result per mail: {articles:?} + {} dead",
+                dead.len()
+            );
             let big = dead
                 .iter()
                 .find(|(_, body)| body.windows(22).any(|w| w == b"bomb: 60 MB attachment"))
                 .unwrap_or_else(|| panic!("the 60 MB mail is not dead-lettered: {articles:?}"));
-            assert!(big.0.contains("max") || big.0.contains("large") || big.0.contains("bytes"), "reason: {}", big.0);
+            assert!(
+                big.0.contains("max") || big.0.contains("large") || big.0.contains("bytes"),
+                "reason: {}",
+                big.0
+            );
             for (name, _) in &bombs[1..4] {
                 let (_, err, _) = articles
                     .iter()
@@ -152,7 +172,12 @@ async fn mail_bombs_and_garbage_get_a_clear_result_and_spare_the_mail_around_the
             assert!(dead.iter().all(|(r, _)| !r.is_empty()), "every dead letter says why");
             break;
         }
-        assert!(Instant::now() < deadline, "after 120 s: {articles:?} + {} dead\n{}", dead.len(), desk.log(Daemon::Router));
+        assert!(
+            Instant::now() < deadline,
+            "after 120 s: {articles:?} + {} dead\n{}",
+            dead.len(),
+            desk.log(Daemon::Router)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for d in Daemon::ALL {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use deskmail_testkit::http_get;
 
-use crate::desk::{CUSTOMER, Daemon, Desk, SUPPORT};
+use deskmail_e2e::desk::{CUSTOMER, Daemon, Desk, SUPPORT};
 
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -53,9 +53,10 @@ async fn inject(desk: &mut Desk, fault: Fault, configd_down: Duration) {
             desk.vhost.unblock().await.unwrap();
         }
         Fault::DatabaseCut => {
-            let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(deskmail_testkit::pg::ADMIN_URL)
-                .await
-                .unwrap();
+            let mut admin =
+                <sqlx::PgConnection as sqlx::Connection>::connect(deskmail_testkit::pg::ADMIN_URL)
+                    .await
+                    .unwrap();
             sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
                 .bind(desk.db.name())
                 .execute(&mut admin)
@@ -90,7 +91,7 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
         while sent < mails {
             let n = per_chunk.min(mails - sent);
             let port = smtp_port.to_string();
-            crate::desk::python(&[
+            deskmail_e2e::desk::python(&[
                 "bulk",
                 "127.0.0.1",
                 &port,
@@ -109,14 +110,12 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
     // The faults: each one once in order, then pseudo-random ones (soak).
     let mut seed: u64 = u64::from(run) | 1;
     for i in 0..faults {
-        let fault = if i < ROUND.len() {
-            ROUND[i]
-        } else {
+        let fault = ROUND.get(i).copied().unwrap_or_else(|| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             ROUND[(seed % ROUND.len() as u64) as usize]
-        };
+        });
         // Postfix takes the customer's mail: a restart while the feeder is in an SMTP session
         // would fail the client, not deskmail, so Postfix restarts once the feeder is done.
         if matches!(fault, Fault::PostfixRestart) && !feeder.is_finished() {
@@ -169,7 +168,9 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
     let replies = desk.mailbox(CUSTOMER);
     let numbers: BTreeSet<String> = replies
         .iter()
-        .filter_map(|m| m.subject.split("[Ticket#").nth(1).and_then(|r| r.split(']').next()).map(str::to_owned))
+        .filter_map(|m| {
+            m.subject.split("[Ticket#").nth(1).and_then(|r| r.split(']').next()).map(str::to_owned)
+        })
         .collect();
     assert_eq!(replies.len(), mails, "auto-replies delivered: none lost, none twice");
     assert_eq!(numbers.len(), mails, "one auto-reply per ticket");

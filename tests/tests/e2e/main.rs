@@ -3,8 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
-mod desk;
-mod harness;
 mod faults;
 mod run_script;
 mod the_loop;

@@ -9,7 +9,7 @@ use deskmail_mq::lapin::types::FieldTable;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{System, bin_dir, live_processes, repo_root};
+use deskmail_e2e::system::{System, bin_dir, live_processes, repo_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn make_run_entry_point_turns_a_swaks_mail_into_a_ticket_and_stops_clean() {

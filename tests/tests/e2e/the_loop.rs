@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::desk::{CONTRACT, CUSTOMER, Daemon, Desk, HELPDESK, PASSWORD, PREFIX, SUPPORT, python};
+use deskmail_e2e::desk::{CONTRACT, CUSTOMER, Daemon, Desk, HELPDESK, PASSWORD, PREFIX, SUPPORT, python};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_mail_goes_round_the_whole_loop() {
@@ -32,7 +32,11 @@ async fn a_customer_mail_goes_round_the_whole_loop() {
 
     let answer_subject = format!("Re: {}", auto.subject);
     desk.send(CUSTOMER, SUPPORT, &answer_subject, Some(&auto.message_id));
-    assert_eq!(desk.wait_ticket(&answer_subject, 2).await, number, "the reply is a follow-up on the same ticket");
+    assert_eq!(
+        desk.wait_ticket(&answer_subject, 2).await,
+        number,
+        "the reply is a follow-up on the same ticket"
+    );
 
     let job = serde_json::json!({
         "job_id": "agent-answer-1",
@@ -80,7 +84,8 @@ async fn another_desks_autoresponder_does_not_start_a_mail_loop() {
     assert_eq!(to_bot.len(), LIMIT as usize, "{to_bot:#?}");
     assert!(to_bot.iter().all(|m| m.auto_submitted == "auto-replied"));
     // Every mail of the other desk still became an article: nothing is dropped.
-    let articles = desk.count("SELECT count(*) FROM articles WHERE from_address = 'helpdesk@other.test'").await;
+    let articles =
+        desk.count("SELECT count(*) FROM articles WHERE from_address = 'helpdesk@other.test'").await;
     assert_eq!(articles, 1 + LIMIT as i64);
     // And it stays quiet.
     tokio::time::sleep(Duration::from_secs(3)).await;

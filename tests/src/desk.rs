@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use deskmail_proto::v1 as pb;
 use deskmail_testkit::mail::MailStack;
 use deskmail_testkit::pg::Database;
 use deskmail_testkit::process::DaemonProcess;
 use deskmail_testkit::rabbit::Vhost;
-use deskmail_proto::v1 as pb;
 use deskmail_testkit_configd::{ADMIN, Admin, DAEMON};
 use sqlx::Row;
 
-use crate::harness::bin_dir;
+use crate::system::bin_dir;
 
 pub const SUPPORT: &str = "support@desk.test";
 pub const CONTRACT: &str = "contract@desk.test";
@@ -72,6 +72,12 @@ impl Desk {
     /// (outbound only) used by contract Gold of company Client (client.test), system address
     /// support@desk.test, and an auto-reply limit of `auto_reply_limit` per sender and day.
     pub async fn start(auto_reply_limit: u32) -> Desk {
+        Desk::start_with(auto_reply_limit, true, true).await
+    }
+
+    /// [`Desk::start`] with the Support queue's auto-reply on or off, and with or without the
+    /// fetcher (the pipeline benchmark fills the mailbox first, then starts it).
+    pub async fn start_with(auto_reply_limit: u32, auto_reply: bool, fetcher: bool) -> Desk {
         let stack = MailStack::builder()
             .user(SUPPORT, PASSWORD)
             .user(CONTRACT, PASSWORD)
@@ -98,9 +104,12 @@ impl Desk {
             auto_reply_limit,
         };
         desk.spawn(Daemon::Configd).await;
-        desk.configure().await;
-        for d in [Daemon::Router, Daemon::Sender, Daemon::Fetcher] {
+        desk.configure(auto_reply).await;
+        for d in [Daemon::Router, Daemon::Sender] {
             desk.spawn(d).await;
+        }
+        if fetcher {
+            desk.spawn(Daemon::Fetcher).await;
         }
         desk
     }
@@ -130,7 +139,9 @@ impl Desk {
             Daemon::Fetcher => common,
             Daemon::Router => format!("{common}[database]\nurl = {:?}\n", self.db.url()),
             Daemon::Sender => {
-                format!("{common}[sent_log]\nurl = \"sqlite://{dir}/sender.db?mode=rwc\"\n[retry]\ndelays = [\"1s\", \"2s\", \"5s\", \"10s\", \"20s\"]\n")
+                format!(
+                    "{common}[sent_log]\nurl = \"sqlite://{dir}/sender.db?mode=rwc\"\n[retry]\ndelays = [\"1s\", \"2s\", \"5s\", \"10s\", \"20s\"]\n"
+                )
             }
         };
         let path = self.config_path(daemon);
@@ -165,25 +176,31 @@ impl Desk {
         }
     }
 
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self, daemon: Daemon) -> Option<u32> {
+        self.procs.get(&daemon).map(DaemonProcess::pid)
+    }
+
     pub fn log(&self, daemon: Daemon) -> String {
         self.procs.get(&daemon).map(|p| p.log().join("\n")).unwrap_or_default()
     }
 
     pub async fn admin(&self) -> Admin {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.configd_port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.configd_port))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
         Admin { channel, token: ADMIN }
     }
 
-    async fn configure(&mut self) {
+    async fn configure(&mut self, auto_reply: bool) {
         let admin = self.admin().await;
         let support = admin
             .create_queue(pb::Queue {
                 name: "Support".into(),
-                auto_reply: true,
+                auto_reply,
                 auto_reply_subject: "Received: {{subject}}".into(),
                 auto_reply_body: "Dear {{customer_name}}, your ticket {{ticket_number}} is open.".into(),
                 ..Default::default()
@@ -267,7 +284,8 @@ impl Desk {
             })
             .await
             .unwrap();
-        let mut settings = admin.settings().get_settings(pb::GetSettingsRequest {}).await.unwrap().into_inner();
+        let mut settings =
+            admin.settings().get_settings(pb::GetSettingsRequest {}).await.unwrap().into_inner();
         settings.default_outbound_mailbox_id = support_box.id;
         settings.auto_reply_limit_per_day = self.auto_reply_limit;
         admin
@@ -386,7 +404,8 @@ impl Received {
         let text = String::from_utf8_lossy(raw).into_owned();
         let head = text.split("\r\n\r\n").next().unwrap_or_default().split("\n\n").next().unwrap_or_default();
         // Unfold continuation lines, then take the first of each header.
-        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ").replace("\n ", " ").replace("\n\t", " ");
+        let unfolded =
+            head.replace("\r\n ", " ").replace("\r\n\t", " ").replace("\n ", " ").replace("\n\t", " ");
         let get = |name: &str| {
             unfolded
                 .lines()
@@ -408,7 +427,7 @@ impl Received {
 
 /// Runs tests/tests/e2e/py/mailer.py with `args`; its stdout; panics with stderr on failure.
 pub fn python(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/py/mailer.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/mailer.py");
     let out = Command::new("python3").arg(&script).args(args).output().unwrap();
     assert!(
         out.status.success(),
