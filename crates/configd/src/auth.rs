@@ -13,10 +13,11 @@ pub enum Role {
     Daemon,
 }
 
+/// The accepted tokens: the current one of each role and, during a rotation, the previous.
 #[derive(Clone)]
 pub struct Tokens {
-    admin: Vec<u8>,
-    daemon: Vec<u8>,
+    admin: Vec<Vec<u8>>,
+    daemon: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -27,9 +28,12 @@ impl std::fmt::Debug for Tokens {
 
 impl Tokens {
     pub fn new(config: &AuthConfig) -> Self {
+        let bytes = |current: &deskmail_config::Secret, previous: &Option<deskmail_config::Secret>| {
+            std::iter::once(current).chain(previous).map(|t| t.expose().as_bytes().to_vec()).collect()
+        };
         Self {
-            admin: config.admin_token.expose().as_bytes().to_vec(),
-            daemon: config.daemon_token.expose().as_bytes().to_vec(),
+            admin: bytes(&config.admin_token, &config.previous_admin_token),
+            daemon: bytes(&config.daemon_token, &config.previous_daemon_token),
         }
     }
 
@@ -45,9 +49,13 @@ impl Tokens {
             .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?
             .trim()
             .as_bytes();
-        if bool::from(token.ct_eq(&self.admin)) {
+        // Every token is compared, so the time taken does not tell which one matched.
+        let matches =
+            |list: &[Vec<u8>]| list.iter().fold(0u8, |acc, t| acc | token.ct_eq(t).unwrap_u8()) == 1;
+        let (admin, daemon) = (matches(&self.admin), matches(&self.daemon));
+        if admin {
             Ok(Role::Admin)
-        } else if bool::from(token.ct_eq(&self.daemon)) {
+        } else if daemon {
             Ok(Role::Daemon)
         } else {
             Err(Status::unauthenticated("invalid token"))

@@ -64,6 +64,13 @@ pub struct SecretsConfig {
     /// (`DESKMAIL_SECRETS__KEY`).
     #[serde(default)]
     pub key: Option<Secret>,
+    /// During a key rotation: the key being replaced, as a file. Values it sealed are still
+    /// read, and re-sealed with `key_file`/`key` when configd starts; remove it afterwards.
+    #[serde(default)]
+    pub previous_key_file: Option<PathBuf>,
+    /// The previous key itself (`DESKMAIL_SECRETS__PREVIOUS_KEY`).
+    #[serde(default)]
+    pub previous_key: Option<Secret>,
 }
 
 /// `[auth]`: bearer tokens. Admins may do everything; daemons may read the snapshot, watch,
@@ -75,6 +82,12 @@ pub struct AuthConfig {
     pub admin_token: Secret,
     /// The daemon role's token (fetcher, router, sender). At least 16 characters.
     pub daemon_token: Secret,
+    /// During a token rotation: the old admin token, still accepted until removed.
+    #[serde(default)]
+    pub previous_admin_token: Option<Secret>,
+    /// During a token rotation: the old daemon token, still accepted until removed.
+    #[serde(default)]
+    pub previous_daemon_token: Option<Secret>,
 }
 
 fn default_database() -> DatabaseConfig {
@@ -108,7 +121,7 @@ impl Validate for ListenConfig {
 
 impl Validate for SecretsConfig {
     fn validate(&self) -> Vec<(String, String)> {
-        match (&self.key_file, &self.key) {
+        let mut problems = match (&self.key_file, &self.key) {
             (None, None) => vec![(
                 "key_file".into(),
                 "is required (or key): configd will not store secrets without an encryption key".into(),
@@ -118,7 +131,26 @@ impl Validate for SecretsConfig {
                 vec![("key_file".into(), format!("{} is not a readable file", p.display()))]
             }
             _ => Vec::new(),
+        };
+        match (&self.previous_key_file, &self.previous_key) {
+            (Some(_), Some(_)) => {
+                problems
+                    .push(("previous_key".into(), "give previous_key_file or previous_key, not both".into()));
+            }
+            (Some(p), None) if !p.is_file() => {
+                problems
+                    .push(("previous_key_file".into(), format!("{} is not a readable file", p.display())));
+            }
+            _ => {}
         }
+        if self.previous_key.is_some() && self.previous_key == self.key {
+            problems.push(("previous_key".into(), "is the same as key: nothing to rotate".into()));
+        }
+        if self.previous_key_file.is_some() && self.previous_key_file == self.key_file {
+            problems
+                .push(("previous_key_file".into(), "is the same file as key_file: nothing to rotate".into()));
+        }
+        problems
     }
 }
 
@@ -132,6 +164,24 @@ impl Validate for AuthConfig {
         }
         if self.admin_token == self.daemon_token {
             problems.push(("daemon_token".into(), "must differ from admin_token".into()));
+        }
+        for (key, token) in [
+            ("previous_admin_token", &self.previous_admin_token),
+            ("previous_daemon_token", &self.previous_daemon_token),
+        ] {
+            let Some(token) = token else { continue };
+            if token.expose().chars().count() < 16 {
+                problems.push((key.into(), "must be at least 16 characters".into()));
+            }
+        }
+        // A token must never be valid for both roles.
+        let admins = [Some(&self.admin_token), self.previous_admin_token.as_ref()];
+        let daemons = [Some(&self.daemon_token), self.previous_daemon_token.as_ref()];
+        if admins.iter().flatten().any(|a| daemons.iter().flatten().any(|d| a == d)) {
+            problems.push((
+                "previous_daemon_token".into(),
+                "an admin token and a daemon token are the same".into(),
+            ));
         }
         problems
     }

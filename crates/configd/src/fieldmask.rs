@@ -40,7 +40,8 @@ pub fn apply<T: Resource>(stored: &T, patch: &T, paths: &[String]) -> Result<T, 
         let mut violations = Vec::new();
         for path in paths {
             if let Err(why) = copy_path(&mut target, &source, path) {
-                violations.push(("update_mask".to_owned(), format!("{path:?}: {why}")));
+                violations
+                    .push(("update_mask".to_owned(), format!("{}: {why}", crate::resource::quote(path))));
             }
         }
         if !violations.is_empty() {

@@ -27,6 +27,7 @@ use deskmail_runtime::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+use crate::service::RejectUndecodable;
 use crate::state::{AppState, Snapshots};
 
 /// Why configd stopped (or did not start).
@@ -84,6 +85,15 @@ async fn run_with(
 ) -> Result<(), ConfigdError> {
     let secrets = secrets::SecretBox::from_config(&config.secrets)?;
     let store = store::Store::open(&config.database).await?;
+    if secrets.has_previous() {
+        let (resealed, unreadable) = store.reseal_secrets(&secrets).await?;
+        tracing::info!(
+            resealed,
+            unreadable,
+            "Key rotation: re-sealed the secrets that only the previous key opened; once every configd runs \
+             with the new key, remove secrets.previous_key_file / previous_key."
+        );
+    }
     let (snapshots, _) = tokio::sync::watch::channel(Arc::new(Snapshots::default()));
     let state = AppState { store, secrets, snapshots };
     let first =
@@ -124,46 +134,51 @@ async fn serve(config: &Config, state: AppState, shutdown: CancellationToken) ->
     let any = tokens.any_role();
     let r = resources;
     let router = server
-        .add_service(health_service)
+        .add_service(RejectUndecodable::new(health_service))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(
-            pb::mailbox_service_server::MailboxServiceServer::new(r.clone()),
+            RejectUndecodable::new(pb::mailbox_service_server::MailboxServiceServer::new(r.clone())),
             admin.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::queue_service_server::QueueServiceServer::new(r.clone()),
+            RejectUndecodable::new(pb::queue_service_server::QueueServiceServer::new(r.clone())),
             admin.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::system_address_service_server::SystemAddressServiceServer::new(r.clone()),
+            RejectUndecodable::new(pb::system_address_service_server::SystemAddressServiceServer::new(
+                r.clone(),
+            )),
             admin.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::company_service_server::CompanyServiceServer::new(r.clone()),
+            RejectUndecodable::new(pb::company_service_server::CompanyServiceServer::new(r.clone())),
             admin.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::contract_service_server::ContractServiceServer::new(r.clone()),
+            RejectUndecodable::new(pb::contract_service_server::ContractServiceServer::new(r.clone())),
             admin.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::filter_service_server::FilterServiceServer::new(r.clone()),
+            RejectUndecodable::new(pb::filter_service_server::FilterServiceServer::new(r.clone())),
             admin.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::settings_service_server::SettingsServiceServer::new(r.clone()),
+            RejectUndecodable::new(pb::settings_service_server::SettingsServiceServer::new(r.clone())),
             admin,
         ))
         .add_service(InterceptedService::new(
-            pb::status_service_server::StatusServiceServer::new(r.clone()),
+            RejectUndecodable::new(pb::status_service_server::StatusServiceServer::new(r.clone())),
             any.clone(),
         ))
         .add_service(InterceptedService::new(
-            pb::config_watch_server::ConfigWatchServer::new(r.clone()),
+            RejectUndecodable::new(pb::config_watch_server::ConfigWatchServer::new(r.clone())),
             any.clone(),
         ))
-        .add_service(InterceptedService::new(pb::lease_service_server::LeaseServiceServer::new(r), any));
+        .add_service(InterceptedService::new(
+            RejectUndecodable::new(pb::lease_service_server::LeaseServiceServer::new(r)),
+            any,
+        ));
     // Bind before saying "Listening.", so a client that waits for that line can connect.
     let listener = tokio::net::TcpListener::bind(addr)
         .await

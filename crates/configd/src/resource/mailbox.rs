@@ -195,7 +195,10 @@ fn oauth2_rules(v: &mut Vec<Violation>, prefix: &str, o: Option<&pb::OAuth2>, ha
     };
     required(v, &format!("{prefix}.oauth2.client_id"), &o.client_id);
     if !(o.token_url.starts_with("https://") || o.token_url.starts_with("http://")) {
-        v.push((format!("{prefix}.oauth2.token_url"), format!("{:?} is not an http(s) URL", o.token_url)));
+        v.push((
+            format!("{prefix}.oauth2.token_url"),
+            format!("{} is not an http(s) URL", super::quote(&o.token_url)),
+        ));
     }
     if !has_token {
         v.push((format!("{prefix}.oauth2.refresh_token"), "is required when auth is OAUTH2".to_owned()));

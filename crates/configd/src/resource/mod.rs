@@ -92,6 +92,22 @@ fn reference(field: &'static str, kind: Kind, id: &str) -> Option<Reference> {
     (!id.is_empty()).then(|| Reference { field, kind, id: id.to_owned() })
 }
 
+/// A client's value quoted for an error message: at most [`QUOTE_MAX`] characters of it, so
+/// that a 1 MB value does not come back as a 1 MB status (which no client's metadata limit
+/// takes: the connection is torn down instead).
+pub fn quote(value: &str) -> String {
+    let count = value.chars().count();
+    if count <= QUOTE_MAX {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(QUOTE_MAX).collect();
+        format!("{head:?}... ({count} characters)")
+    }
+}
+
+/// See [`quote`].
+pub const QUOTE_MAX: usize = 64;
+
 /// A plausible mail address: local@domain, no spaces or control characters.
 pub fn is_address(value: &str) -> bool {
     let Some((local, domain)) = value.rsplit_once('@') else { return false };
@@ -104,7 +120,7 @@ pub fn is_address(value: &str) -> bool {
 
 fn address_rule(v: &mut Vec<Violation>, field: &str, value: &str) {
     if !value.is_empty() && !is_address(value) {
-        v.push((field.to_owned(), format!("{value:?} is not a mail address")));
+        v.push((field.to_owned(), format!("{} is not a mail address", quote(value))));
     }
 }
 
@@ -112,7 +128,7 @@ fn host_rule(v: &mut Vec<Violation>, field: &str, value: &str) {
     if value.is_empty() {
         v.push((field.to_owned(), "is required".to_owned()));
     } else if value.len() > 253 || value.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-        v.push((field.to_owned(), format!("{value:?} is not a host name or address")));
+        v.push((field.to_owned(), format!("{} is not a host name or address", quote(value))));
     }
 }
 
@@ -213,7 +229,7 @@ impl Resource for pb::Company {
         name_rules(&mut v, &self.name);
         for (i, d) in self.domains.iter().enumerate() {
             if !d.contains('.') || d.chars().any(|c| c.is_whitespace() || c == '@' || c.is_control()) {
-                v.push((format!("domains[{i}]"), format!("{d:?} is not a domain")));
+                v.push((format!("domains[{i}]"), format!("{} is not a domain", quote(d))));
             }
         }
         v
@@ -274,7 +290,7 @@ impl Resource for pb::Filter {
         name_rules(&mut v, &self.name);
         required(&mut v, "header", &self.header);
         if self.header.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
-            v.push(("header".to_owned(), format!("{:?} is not a header name", self.header)));
+            v.push(("header".to_owned(), format!("{} is not a header name", quote(&self.header))));
         }
         if let Err(e) = regex::RegexBuilder::new(&self.pattern).size_limit(1 << 20).build() {
             v.push(("pattern".to_owned(), format!("not a regular expression: {e}")));
@@ -333,7 +349,7 @@ impl Resource for pb::Settings {
         if self.ticket_hook.chars().any(|c| c.is_whitespace() || c.is_control() || c == '[' || c == ']') {
             v.push((
                 "ticket_hook".to_owned(),
-                format!("{:?} may not contain spaces or brackets", self.ticket_hook),
+                format!("{} may not contain spaces or brackets", quote(&self.ticket_hook)),
             ));
         }
         if self.system_id > 99 {

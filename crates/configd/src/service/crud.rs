@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::errors::{bad_request, store_error};
 use crate::fieldmask;
-use crate::resource::{Kind, Resource, Violation};
+use crate::resource::{Kind, Resource, Violation, quote};
 use crate::state::{AppState, now_micros, timestamp};
 use crate::store::{Op, resource};
 
@@ -58,7 +58,17 @@ pub async fn get<T: Resource>(state: &AppState, key: &str) -> Result<T, Status> 
         .find(|item| item.id() == key)
         .or_else(|| all.iter().find(|item| item.name() == key))
         .cloned()
-        .ok_or_else(|| Status::not_found(format!("no {} with id or name {key:?}", T::KIND.as_str())))
+        .ok_or_else(|| not_found::<T>(key))
+}
+
+fn not_found<T: Resource>(key: &str) -> Status {
+    Status::not_found(format!("no {} with id or name {}", T::KIND.as_str(), quote(key)))
+}
+
+/// No id or name contains NUL (ids are UUIDs, names refuse control characters), and
+/// PostgreSQL refuses NUL in text parameters: such a key is not looked up.
+fn can_exist(key: &str) -> bool {
+    !key.contains('\0')
 }
 
 pub async fn create<T: Resource>(state: &AppState, mut item: T) -> Result<T, Status> {
@@ -134,12 +144,10 @@ pub async fn update<T: Resource>(
 
 /// Finds a resource row by id or name, or `NOT_FOUND` naming the kind.
 pub async fn find_row<T: Resource>(state: &AppState, key: &str) -> Result<resource::Model, Status> {
-    state
-        .store
-        .find(T::KIND.as_str(), key)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| Status::not_found(format!("no {} with id or name {key:?}", T::KIND.as_str())))
+    if !can_exist(key) {
+        return Err(not_found::<T>(key));
+    }
+    state.store.find(T::KIND.as_str(), key).await.map_err(store_error)?.ok_or_else(|| not_found::<T>(key))
 }
 
 pub fn decode<T: Resource>(row: &resource::Model) -> Result<T, Status> {
@@ -201,11 +209,15 @@ fn seal_secrets<T: Resource>(
 async fn check_references<T: Resource>(state: &AppState, item: &T) -> Result<Vec<Violation>, Status> {
     let mut violations = Vec::new();
     for r in item.references() {
-        let found = state.store.find(r.kind.as_str(), &r.id).await.map_err(store_error)?;
+        let found = if can_exist(&r.id) {
+            state.store.find(r.kind.as_str(), &r.id).await.map_err(store_error)?
+        } else {
+            None
+        };
         if found.is_none_or(|row| row.id != r.id) {
             violations.push((
                 format!("{}.{}", T::FIELD, r.field),
-                format!("no {} with id {:?}", r.kind.as_str(), r.id),
+                format!("no {} with id {}", r.kind.as_str(), quote(&r.id)),
             ));
         }
     }

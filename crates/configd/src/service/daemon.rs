@@ -72,9 +72,10 @@ impl pb::status_service_server::StatusService for Resources {
                 direction: req.direction,
                 state: req.state,
                 reason: req.reason,
-                message: req.message.chars().take(2000).collect(),
+                // A server's words may hold NUL, which PostgreSQL text refuses.
+                message: req.message.chars().filter(|c| *c != '\0').take(2000).collect(),
                 messages: req.messages,
-                reporter: req.reporter.chars().take(200).collect(),
+                reporter: req.reporter.chars().filter(|c| *c != '\0').take(200).collect(),
                 success: state == pb::MailboxState::Active,
                 now_micros: now_micros(),
             })
@@ -190,6 +191,7 @@ impl pb::lease_service_server::LeaseService for Resources {
         if req.holder.trim().is_empty() {
             return Err(bad_request(vec![("holder".into(), "is required".into())]));
         }
+        holder_rule(&req.holder)?;
         let ttl = if req.ttl_seconds == 0 { 30 } else { req.ttl_seconds };
         if !(5..=3600).contains(&ttl) {
             return Err(bad_request(vec![(
@@ -229,7 +231,30 @@ impl pb::lease_service_server::LeaseService for Resources {
         r: Request<pb::ReleaseLeasesRequest>,
     ) -> Result<Response<pb::ReleaseLeasesResponse>, Status> {
         let req = r.into_inner();
+        holder_rule(&req.holder)?;
+        let bad: Vec<_> = req
+            .mailbox_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| id.contains('\0'))
+            .map(|(i, _)| (format!("mailbox_ids[{i}]"), "contains NUL".to_owned()))
+            .collect();
+        if !bad.is_empty() {
+            return Err(bad_request(bad));
+        }
         self.state.store.release_leases(&req.holder, &req.mailbox_ids).await.map_err(store_error)?;
         Ok(Response::new(pb::ReleaseLeasesResponse {}))
     }
+}
+
+/// A holder id is stored as text: at most 200 characters, no control characters (NUL is
+/// refused by PostgreSQL).
+fn holder_rule(holder: &str) -> Result<(), Status> {
+    if holder.chars().count() > 200 {
+        return Err(bad_request(vec![("holder".into(), "is longer than 200 characters".into())]));
+    }
+    if holder.chars().any(char::is_control) {
+        return Err(bad_request(vec![("holder".into(), "contains control characters".into())]));
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ use tonic::Status;
 use super::crud::{decode, find_row, row_of, write};
 use super::errors::store_error;
 use crate::fieldmask;
-use crate::resource::{Kind, Resource};
+use crate::resource::{Kind, Resource, quote};
 use crate::state::{AppState, now_micros};
 use crate::store::Op;
 
@@ -21,16 +21,24 @@ struct User {
     field: &'static str,
 }
 
+/// How many of the resources in the way a refusal names.
+const NAMED_USERS: usize = 10;
+
 pub async fn delete<T: Resource>(state: &AppState, req: &pb::DeleteRequest) -> Result<(), Status> {
     let target = find_row::<T>(state, &req.id).await?;
     let users = users_of(state, &target.id).await?;
     let mut ops = Vec::new();
     if !users.is_empty() {
-        let named = users
+        // The first few users by name: the status goes back in a header of bounded size.
+        let mut named = users
             .iter()
-            .map(|u| format!("{} {:?} ({})", u.kind.as_str(), u.name, u.field))
+            .take(NAMED_USERS)
+            .map(|u| format!("{} {} ({})", u.kind.as_str(), quote(&u.name), u.field))
             .collect::<Vec<_>>()
             .join(", ");
+        if users.len() > NAMED_USERS {
+            named.push_str(&format!(" and {} more", users.len() - NAMED_USERS));
+        }
         let refuse = |hint: &str| {
             Status::failed_precondition(format!(
                 "{} {:?} is used by {named}; {hint}",

@@ -8,5 +8,7 @@ mod mailbox;
 mod probe;
 mod resources;
 pub mod snapshot;
+mod undecodable;
 
 pub use resources::Resources;
+pub use undecodable::RejectUndecodable;

@@ -178,7 +178,10 @@ pub async fn send_test(
         return Err(Status::failed_precondition(format!("mailbox {:?} has no outbound part", mailbox.name)));
     };
     if !is_address(&req.to) {
-        return Err(bad_request(vec![("to".into(), format!("{:?} is not a mail address", req.to))]));
+        return Err(bad_request(vec![(
+            "to".into(),
+            format!("{} is not a mail address", crate::resource::quote(&req.to)),
+        )]));
     }
     let creds = match credentials(o.auth, &o.username, &o.password, o.oauth2.as_ref()).await {
         Ok(c) => c,

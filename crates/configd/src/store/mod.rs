@@ -8,8 +8,9 @@ mod status;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -32,6 +33,8 @@ pub enum StoreError {
     },
     #[error("{kind} named {name:?} exists already")]
     Duplicate { kind: String, name: String },
+    #[error("secrets: re-sealing with the new key failed: {0}")]
+    Reseal(crate::secrets::SecretsError),
 }
 
 /// One write in a [`Store::apply`] batch.
@@ -126,6 +129,40 @@ impl Store {
             .order_by_asc(C::Id)
             .one(&self.db)
             .await?)
+    }
+
+    /// Key rotation: re-seals with `secrets`' current key every stored secret that opens only
+    /// with its previous key, in one transaction (the revision is bumped when any changed).
+    /// Returns (re-sealed, unreadable with either key).
+    pub async fn reseal_secrets(
+        &self,
+        secrets: &crate::secrets::SecretBox,
+    ) -> Result<(usize, usize), StoreError> {
+        use crate::secrets::OpenedWith;
+        let _turn = self.write_turn().await;
+        let tx = self.db.begin().await?;
+        let (mut resealed, mut unreadable) = (0, 0);
+        for row in secret::Entity::find().all(&tx).await? {
+            let sealed = Sealed { nonce: row.nonce.clone(), ciphertext: row.ciphertext.clone() };
+            match secrets.open_with(&row.owner_id, &row.field, &sealed) {
+                Ok((_, OpenedWith::Current)) => {}
+                Ok((value, OpenedWith::Previous)) => {
+                    let fresh =
+                        secrets.seal(&row.owner_id, &row.field, &value).map_err(StoreError::Reseal)?;
+                    let mut active: secret::ActiveModel = row.into();
+                    active.nonce = Set(fresh.nonce);
+                    active.ciphertext = Set(fresh.ciphertext);
+                    active.update(&tx).await?;
+                    resealed += 1;
+                }
+                Err(_) => unreadable += 1,
+            }
+        }
+        if resealed > 0 {
+            bump_revision(&tx).await?;
+        }
+        tx.commit().await?;
+        Ok((resealed, unreadable))
     }
 
     /// The sealed secrets of one owner.

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic: that is the failure
 
+mod fuzz_sweep;
 mod harness;
 mod leases;
 mod mailboxes;
@@ -9,3 +10,4 @@ mod observability;
 mod process;
 mod python;
 mod resources;
+mod rotation;
