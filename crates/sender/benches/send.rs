@@ -6,7 +6,12 @@
 //!
 //! Run: `cargo bench -p deskmail-sender --bench send`. Env (not `DESKMAIL_*`: the daemons
 //! refuse unknown `DESKMAIL_` variables): `SENDER_BENCH_JOBS` (default
-//! 10000), `SENDER_BENCH_RUNS` (default 3). Needs RabbitMQ, Postfix's smtp-sink, python3.
+//! 10000), `SENDER_BENCH_RUNS` (default 3), `SENDER_BENCH_WRAP` (a command the sender runs
+//! under, e.g. `valgrind --tool=callgrind`). Needs RabbitMQ, Postfix's smtp-sink, python3.
+//!
+//! Besides msgs/s it prints the CPU time each process spent per job during a run (the sender,
+//! the broker's `beam.smp`, the sink): on a loaded 2-core machine throughput swings with the
+//! other load, CPU per job much less.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -48,9 +53,27 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// CPU time (user + system) of `pid` so far, in microseconds (`/proc/<pid>/stat`, 100 Hz ticks).
+fn cpu_us(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10_000.0)
+}
+
+/// The broker's pid (`beam.smp`), for its CPU time.
+fn broker_pid() -> Option<u32> {
+    let out = std::process::Command::new("pidof").arg("beam.smp").output().ok()?;
+    String::from_utf8(out.stdout).ok()?.split_whitespace().next()?.parse().ok()
+}
+
 struct Run {
     rate: f64,
     rss_mib: f64,
+    /// CPU µs per job: sender, broker, sink.
+    cpu: [f64; 3],
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -64,6 +87,7 @@ async fn run_sender(
     tag: &str,
     jobs: usize,
     pool: u32,
+    sink_pid: Option<u32>,
 ) -> Result<Run> {
     let text = "x".repeat(BODY - 200);
     let msgs = (0..jobs).map(|i| {
@@ -87,32 +111,51 @@ async fn run_sender(
             dir.join(format!("{tag}.db")).display()
         ),
     )?;
-    let mut sender = DaemonProcess::spawn(
-        Path::new(env!("CARGO_BIN_EXE_deskmail-sender")),
-        &["--config", config.to_str().unwrap(), "--log-format", "json"],
-        &[("RUST_LOG", "warn,deskmail_sender=info")],
-    )?;
-    sender.wait_for_log("Ready.", Duration::from_secs(60))?;
+    let binary = env!("CARGO_BIN_EXE_deskmail-sender");
+    let wrap = std::env::var("SENDER_BENCH_WRAP").unwrap_or_default();
+    let mut argv: Vec<&str> = wrap.split_whitespace().collect();
+    argv.extend([binary, "--config", config.to_str().unwrap(), "--log-format", "json"]);
+    let mut sender =
+        DaemonProcess::spawn(Path::new(argv[0]), &argv[1..], &[("RUST_LOG", "warn,deskmail_sender=info")])?;
+    sender.wait_for_log("Ready.", Duration::from_secs(120))?;
+    let broker = broker_pid();
+    let pids = [Some(sender.pid()), broker, sink_pid];
+    let before = pids.map(|p| p.and_then(cpu_us).unwrap_or(f64::NAN));
     let (mut first, mut last, mut seen) = (None, Instant::now(), 0usize);
     while seen < jobs {
         let d = tokio::time::timeout(Duration::from_secs(60), events.next_delivery())
             .await
             .context("no mail.sent event for 60 s")?
             .context("events consumer ended")??;
-        events.acker().ack(d.delivery_tag()).await?;
         let ev: serde_json::Value = serde_json::from_slice(d.body())?;
         ensure!(ev["event"] == "mail.sent", "not sent: {ev}");
         first.get_or_insert_with(Instant::now);
         last = Instant::now();
         seen += 1;
+        // The listener acks every 100 events with one `multiple` ack, as an integrator
+        // reading a busy event stream would; it is the bench's apparatus, not the sender.
+        if seen % 100 == 0 || seen == jobs {
+            events.acker().ack_up_to(d.delivery_tag()).await?;
+        }
     }
+    let after = pids.map(|p| p.and_then(cpu_us).unwrap_or(f64::NAN));
+    let cpu = [0, 1, 2].map(|i| (after[i] - before[i]) / jobs as f64);
     let rss_mib = peak_rss_mib(sender.pid()).unwrap_or(f64::NAN);
     ensure!(sender.terminate(Duration::from_secs(30))?.success(), "sender did not stop cleanly");
     let secs = last.duration_since(first.unwrap_or(last)).as_secs_f64().max(1e-6);
-    Ok(Run { rate: (jobs - 1) as f64 / secs, rss_mib })
+    Ok(Run { rate: (jobs - 1) as f64 / secs, rss_mib, cpu })
 }
 
-fn smtplib_peer(port: u16, mails: usize) -> Result<f64> {
+/// The 1-minute load average.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The peer's msgs/s and its own CPU µs per mail.
+fn smtplib_peer(port: u16, mails: usize) -> Result<(f64, f64)> {
     let script = r#"
 import smtplib, sys, time
 from email.message import EmailMessage
@@ -127,12 +170,12 @@ for i in range(n):
     msgs.append(m.as_bytes())
 s = smtplib.SMTP("127.0.0.1", port)
 s.ehlo()
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 for raw in msgs:
     s.sendmail("bench@desk.test", ["sink@client.test"], raw)
-elapsed = time.perf_counter() - t
+elapsed, cpu = time.perf_counter() - t, time.process_time() - c
 s.quit()
-print(n / elapsed)
+print(n / elapsed, cpu / n * 1e6)
 "#;
     let out = std::process::Command::new("python3")
         .arg("-c")
@@ -142,7 +185,12 @@ print(n / elapsed)
         .arg(BODY.to_string())
         .output()?;
     ensure!(out.status.success(), "smtplib peer failed: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+    let text = String::from_utf8(out.stdout)?;
+    let mut v = text.split_whitespace().map(str::parse::<f64>);
+    match (v.next(), v.next()) {
+        (Some(rate), Some(cpu)) => Ok((rate?, cpu?)),
+        _ => anyhow::bail!("smtplib peer printed {text:?}"),
+    }
 }
 
 #[tokio::main]
@@ -213,7 +261,9 @@ async fn main() -> Result<()> {
         sink.port()
     );
     // Warm-up (not measured): connections, queues, page cache.
-    run_sender(&vhost, &configd, &publisher, &mut events, &exchange, dir.path(), "warm", 1000, 8).await?;
+    let sink_pid = sink.pid();
+    run_sender(&vhost, &configd, &publisher, &mut events, &exchange, dir.path(), "warm", 1000, 8, sink_pid)
+        .await?;
     let (mut one, mut pooled, mut peer, mut rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::<f64>::new());
     for r in 0..runs {
         let a = run_sender(
@@ -226,6 +276,7 @@ async fn main() -> Result<()> {
             &format!("one{r}"),
             jobs,
             1,
+            sink_pid,
         )
         .await?;
         let b = run_sender(
@@ -238,9 +289,12 @@ async fn main() -> Result<()> {
             &format!("pool{r}"),
             jobs,
             8,
+            sink_pid,
         )
         .await?;
-        let p = smtplib_peer(sink.port(), jobs)?;
+        let sink_before = sink_pid.and_then(cpu_us).unwrap_or(f64::NAN);
+        let (p, py_cpu) = smtplib_peer(sink.port(), jobs)?;
+        let sink_cpu = (sink_pid.and_then(cpu_us).unwrap_or(f64::NAN) - sink_before) / jobs as f64;
         println!(
             "  run {}: sender 1 connection {:>7.0} msgs/s | sender pool of 8 {:>7.0} msgs/s | smtplib 1 connection {:>7.0} msgs/s | peak RSS {:.1} / {:.1} MiB",
             r + 1,
@@ -250,6 +304,17 @@ async fn main() -> Result<()> {
             a.rss_mib,
             b.rss_mib
         );
+        println!(
+            "         CPU µs per job, 1 connection: sender {:.0}, broker {:.0}, sink {:.0} | pool of 8: sender {:.0}, broker {:.0}, sink {:.0} | load {}",
+            a.cpu[0],
+            a.cpu[1],
+            a.cpu[2],
+            b.cpu[0],
+            b.cpu[1],
+            b.cpu[2],
+            load()
+        );
+        println!("         CPU µs per mail, smtplib: python {py_cpu:.0}, sink {sink_cpu:.0}");
         one.push(a.rate);
         pooled.push(b.rate);
         peer.push(p);

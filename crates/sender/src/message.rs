@@ -186,9 +186,9 @@ pub fn build(
         job.attachments.iter().partition(|a| a.content_id.is_some() && html.is_some());
     let html_part = html.map(|h| {
         if inline.is_empty() {
-            Err(SinglePart::html(h))
+            Err(SinglePart::html(crate::encode::text_body(h)))
         } else {
-            let mut related = MultiPart::related().singlepart(SinglePart::html(h));
+            let mut related = MultiPart::related().singlepart(SinglePart::html(crate::encode::text_body(h)));
             for a in &inline {
                 let cid = a.content_id.clone().unwrap_or_default();
                 related = related.singlepart(
@@ -205,11 +205,11 @@ pub fn build(
         Multi(MultiPart),
     }
     let body = match (text, html_part) {
-        (Some(t), None) => Body::Single(SinglePart::plain(t)),
+        (Some(t), None) => Body::Single(SinglePart::plain(crate::encode::text_body(t))),
         (None, Some(Err(h))) => Body::Single(h),
         (None, Some(Ok(related))) => Body::Multi(related),
         (Some(t), Some(h)) => {
-            let alt = MultiPart::alternative().singlepart(SinglePart::plain(t));
+            let alt = MultiPart::alternative().singlepart(SinglePart::plain(crate::encode::text_body(t)));
             Body::Multi(match h {
                 Err(single) => alt.singlepart(single),
                 Ok(related) => alt.multipart(related),

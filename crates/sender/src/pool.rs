@@ -1,8 +1,9 @@
-//! Per-box state: the pooled SMTP sender (mailconn's `SmtpSender`, TCP_NODELAY sessions),
-//! the OAuth2 access token, the rate limit, and the health reported to configd.
+//! Per-box state: the pooled SMTP sender (mailconn's `SmtpSender`, TCP_NODELAY sessions) and
+//! its sending lanes (`lane`), the OAuth2 access token, the rate limit, and the health
+//! reported to configd.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::boxes::{BoxAuth, OutboundBox, ResolveError, outbound_box};
 use crate::config::SmtpConfig;
+use crate::lane::{Lane, LaneRequest};
 use crate::message::Built;
 
 /// Why a send did not get a 250.
@@ -88,44 +90,15 @@ struct Session {
     renew_at: Option<Instant>,
 }
 
-/// One send handed to a lane.
-struct LaneRequest {
-    sender: SmtpSender,
-    envelope: lettre::address::Envelope,
-    raw: Vec<u8>,
-    limit: Duration,
-    reply: tokio::sync::oneshot::Sender<Result<SmtpReply, SendFailure>>,
-}
-
-/// A task that sends its queue's mails one after the other over one pooled session. A box
-/// has `pool_max_per_box` lanes: the session goes straight from one mail to the next in the
-/// same task, instead of being handed from one job task to another waiting task.
-struct Lane {
-    tx: tokio::sync::mpsc::UnboundedSender<LaneRequest>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Lane {
-    fn spawn() -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<LaneRequest>();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let count = queued.clone();
-        // Ends when the box entry (holding the sending half) is dropped.
-        tokio::spawn(async move {
-            while let Some(r) = rx.recv().await {
-                // A job that no longer waits for its answer is not sent.
-                if !r.reply.is_closed() {
-                    let result = match tokio::time::timeout(r.limit, r.sender.send(&r.envelope, &r.raw)).await
-                    {
-                        Ok(res) => res.map_err(SendFailure::Smtp),
-                        Err(_) => Err(SendFailure::Smtp(SendError::Timeout(r.limit))),
-                    };
-                    let _ = r.reply.send(result);
-                }
-                count.fetch_sub(1, Ordering::Relaxed);
-            }
-        });
-        Self { tx, queued }
+/// The send metrics: a 250 counts as sent; a 250 or a refusal (4xx/5xx to the mail) is an
+/// SMTP transaction whose time is recorded. Box-level failures are counted by the worker.
+fn record_send(box_id: &str, result: &Result<SmtpReply, SendFailure>, took: Duration) {
+    match result {
+        Ok(_) => deskmail_telemetry::sender::job_sent(box_id, took),
+        Err(SendFailure::Smtp(SendError::Rejected(_) | SendError::Deferred(_))) => {
+            deskmail_telemetry::sender::send_duration(box_id, took);
+        }
+        Err(_) => {}
     }
 }
 
@@ -236,12 +209,11 @@ impl Pools {
     /// token for OAuth2 boxes), bounded by `[smtp] command_timeout`.
     pub async fn send(&self, e: &BoxEntry, built: &Built) -> Result<SmtpReply, SendFailure> {
         let sender = self.session(e).await?;
-        let limit = self.smtp.connect_timeout + self.smtp.command_timeout;
-        // The lane with the shortest queue; its task applies the time limit to the send.
+        // The lane with the shortest queue. mailconn bounds every step of the send (connect,
+        // TLS, AUTH by `connect_timeout`; each command and reply by `command_timeout`).
         let lane = e.lanes.iter().min_by_key(|l| l.queued.load(Ordering::Relaxed));
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request =
-            LaneRequest { sender, envelope: built.envelope.clone(), raw: built.raw.clone(), limit, reply };
+        let request = LaneRequest { sender, envelope: built.envelope.clone(), raw: built.raw.clone(), reply };
         let gone = || SendFailure::LaneStopped;
         let result = match lane {
             Some(lane) => {
@@ -250,7 +222,13 @@ impl Pools {
                     lane.queued.fetch_sub(1, Ordering::Relaxed);
                     Err(gone())
                 } else {
-                    answer.await.unwrap_or_else(|_| Err(gone()))
+                    match answer.await {
+                        Ok((result, took)) => {
+                            record_send(&e.settings.id, &result, took);
+                            result
+                        }
+                        Err(_) => Err(gone()),
+                    }
                 }
             }
             None => Err(gone()),
@@ -276,6 +254,7 @@ impl Pools {
         let config = SenderConfig {
             max_connections: usize::try_from(self.smtp.pool_max_per_box).unwrap_or(8),
             pipelining: true,
+            command_timeout: Some(self.smtp.command_timeout),
             ..SenderConfig::default()
         };
         let sender =

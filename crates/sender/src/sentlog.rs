@@ -4,7 +4,7 @@
 
 use deskmail_config::DatabaseConfig;
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, EntityTrait};
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{mpsc, oneshot};
 
@@ -205,13 +205,17 @@ impl SentLog {
         config.create_sqlite_dir().map_err(|(path, source)| SentLogError::Directory { path, source })?;
         let mut options = ConnectOptions::new(url.to_owned());
         options.max_connections(config.max_connections).sqlx_logging(false);
+        // On every pooled connection (connect options, not a one-off PRAGMA on whichever
+        // connection the pool lends): WAL, so lookups go beside the writer and a second sender
+        // on the same file waits up to the busy timeout instead of failing; synchronous=NORMAL,
+        // the durable setting for WAL (a commit survives a crash of the process; only a power
+        // loss may undo the last commits), instead of an fsync per commit.
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(std::time::Duration::from_secs(5))
+        });
         let db = Database::connect(options).await?;
-        if config.is_sqlite() {
-            db.execute_unprepared(
-                "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA synchronous=NORMAL;",
-            )
-            .await?;
-        }
         migration::Migrator::up(&db, None).await?;
         let (writer, rx) = mpsc::channel(WRITE_BATCH * 4);
         tokio::spawn(write_batches(db.clone(), rx));
@@ -242,6 +246,16 @@ impl SentLog {
             .await
             .map_err(|_| SentLogError::Write("the writer stopped".into()))?;
         rx.await.map_err(|_| SentLogError::Write("the writer stopped".into()))?.map_err(SentLogError::Write)
+    }
+
+    /// Whether the database answers (`SELECT 1`), for the `database` readiness check.
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    /// The pooled connection, for inspection (tests check every pooled connection's settings).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
     }
 
     /// How many jobs are recorded.

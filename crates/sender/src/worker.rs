@@ -9,10 +9,12 @@ use deskmail_configclient::ConfigWatcher;
 use deskmail_mq::topology::routing_keys;
 use deskmail_mq::{Delivery, OutgoingMessage, Publisher, Topology};
 use deskmail_runtime::CancellationToken;
+use deskmail_telemetry::sender::{self as metrics, DeadLetterReason};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::boxes::{self, ResolveError};
 use crate::events::MailEvent;
+use crate::health::Database;
 use crate::job::{self, ValidJob};
 use crate::message::{self, Built};
 use crate::pool::{BoxEntry, Pools};
@@ -31,8 +33,8 @@ pub const LAST_ERROR_HEADER: &str = "x-deskmail-last-error";
 pub enum Outcome {
     /// Sent, recorded, skipped as a duplicate, or moved to a retry queue.
     Ack,
-    /// Never sendable: to `<prefix>.outbound.dead` with this reason.
-    DeadLetter(String),
+    /// Never sendable: to `<prefix>.outbound.dead` with this reason (and its metric code).
+    DeadLetter(String, DeadLetterReason),
     /// Back to the queue (the sender is stopping, or a retry could not be queued).
     Requeue,
 }
@@ -46,6 +48,8 @@ pub struct Shared {
     pub pools: Pools,
     pub shutdown: CancellationToken,
     pub grace: Duration,
+    /// The `database` readiness check, told about every sent-log operation.
+    pub database: Arc<Database>,
     in_flight: Mutex<HashSet<String>>,
 }
 
@@ -59,6 +63,7 @@ impl Shared {
         pools: Pools,
         shutdown: CancellationToken,
         grace: Duration,
+        database: Arc<Database>,
     ) -> Self {
         Self {
             topology,
@@ -68,6 +73,7 @@ impl Shared {
             pools,
             shutdown,
             grace,
+            database,
             in_flight: Mutex::new(HashSet::new()),
         }
     }
@@ -132,7 +138,7 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
             ev.error = Some(reason.clone());
             ev.retries = retries;
             publish_event(shared, ev).await;
-            return Outcome::DeadLetter(reason);
+            return Outcome::DeadLetter(reason, DeadLetterReason::InvalidJob);
         }
     };
     let job_id = valid.job.job_id.clone();
@@ -142,6 +148,9 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
     {
         Some(Some(done)) => {
             info!(message_id = %done.message_id, mailbox_id = %done.mailbox_id, "Job was already sent; not sending it again.");
+            // Its `mail.sent` may have been lost with the connection that carried the first
+            // delivery: publish it again (events are at least once, like the jobs).
+            publish_event(shared, sent_event(&valid, &done, retries)).await;
             return Outcome::Ack;
         }
         Some(None) => {}
@@ -173,7 +182,7 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
                 _ => format!("box: {e}"),
             };
             publish_event(shared, failed(reason.clone(), None)).await;
-            return Outcome::DeadLetter(reason);
+            return Outcome::DeadLetter(reason, DeadLetterReason::NoBox);
         }
     };
     let hook = snapshot.settings.as_ref().map_or("", |s| s.ticket_hook.as_str());
@@ -188,7 +197,7 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
         Err(e) => {
             let reason = format!("message: {e}");
             publish_event(shared, failed(reason.clone(), Some(&entry))).await;
-            return Outcome::DeadLetter(reason);
+            return Outcome::DeadLetter(reason, DeadLetterReason::InvalidJob);
         }
     };
     if let Some(login) = &built.sender_header
@@ -199,6 +208,7 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
     if entry.settings.dry_run {
         info!(mailbox = %entry.settings.name, message_id = %built.message_id, to = built.envelope.to().len(), subject = %built.subject, "Dry-run box: recorded, not sent.");
         record_and_report(shared, &valid, &entry, &built, "dry-run".into(), true, retries).await;
+        metrics::job_dry_run(&entry.settings.id);
         return Outcome::Ack;
     }
     if !entry.pace(RATE_WAIT).await {
@@ -232,10 +242,11 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
             ev.smtp_reply = e.reply().map(ToString::to_string);
             ev.message_id = Some(built.message_id.clone());
             publish_event(shared, ev).await;
-            Outcome::DeadLetter(reason)
+            Outcome::DeadLetter(reason, DeadLetterReason::Rejected)
         }
         Err(e) => {
             if let Some(reason) = e.mailbox_reason() {
+                metrics::box_error(&entry.settings.id, reason);
                 shared.pools.box_failed(&entry, reason, e.text());
             }
             let text = format!("temporary failure via box {:?}: {}", entry.settings.name, e.text());
@@ -245,7 +256,7 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
                 let mut ev = failed(reason.clone(), Some(&entry));
                 ev.smtp_reply = e.reply().map(ToString::to_string);
                 publish_event(shared, ev).await;
-                return Outcome::DeadLetter(reason);
+                return Outcome::DeadLetter(reason, DeadLetterReason::RetriesExhausted);
             };
             let mut msg = OutgoingMessage::new(
                 shared.topology.retry_exchange(),
@@ -261,6 +272,7 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
             }
             match shared.publisher.publish_confirmed(msg).await {
                 Ok(()) => {
+                    metrics::job_retried(&entry.settings.id);
                     warn!(error = %text, retry_in = ?next.delay, retry = retries + 1, "Send failed; retrying later.");
                     Outcome::Ack
                 }
@@ -289,25 +301,31 @@ async fn record_and_report(
         message_id: built.message_id.clone(),
         mailbox_id: entry.settings.id.clone(),
         sent_at_micros: i64::try_from(now_ms()).unwrap_or(i64::MAX).saturating_mul(1000),
-        reply: reply.clone(),
+        reply,
         dry_run,
     };
     if with_db_retries(shared, "record the sent job", || shared.sent_log.record(&record)).await.is_none() {
         error!(message_id = %built.message_id, "The mail was sent but could not be recorded in the sent-jobs log; a redelivery would send it again.");
     }
+    let mut ev = sent_event(valid, &record, retries);
+    ev.mailbox = Some(entry.settings.name.clone());
+    publish_event(shared, ev).await;
+}
+
+/// The `mail.sent` event of a sent (or dry-run) job, from its sent-jobs record.
+fn sent_event(valid: &ValidJob, record: &SentRecord, retries: u32) -> MailEvent {
     let mut ev = MailEvent::new(
         routing_keys::MAIL_SENT,
         &valid.job.job_id,
         valid.job.correlation_id.as_deref(),
         now_ms(),
     );
-    ev.mailbox_id = Some(entry.settings.id.clone());
-    ev.mailbox = Some(entry.settings.name.clone());
-    ev.message_id = Some(built.message_id.clone());
-    ev.smtp_reply = Some(reply);
-    ev.dry_run = dry_run;
+    ev.mailbox_id = Some(record.mailbox_id.clone());
+    ev.message_id = Some(record.message_id.clone());
+    ev.smtp_reply = Some(record.reply.clone());
+    ev.dry_run = record.dry_run;
     ev.retries = retries;
-    publish_event(shared, ev).await;
+    ev
 }
 
 /// Runs a sent-log operation until it works; `None` when the sender stopped (and the grace
@@ -323,12 +341,14 @@ where
     loop {
         match op().await {
             Ok(v) => {
+                shared.database.worked();
                 if warned {
                     info!("The sent-jobs log works again.");
                 }
                 return Some(v);
             }
             Err(e) => {
+                shared.database.failed(&e);
                 if !warned {
                     warn!(error = %e, "Cannot {what}; retrying (the job waits).");
                     warned = true;

@@ -11,6 +11,7 @@
 //! [`SmtpSender`] opens its sockets with TCP_NODELAY (and does implicit TLS itself) and
 //! keeps a small pool of those connections.
 
+mod chain;
 mod sender;
 mod session;
 

@@ -152,6 +152,23 @@ impl Harness {
         Running { shutdown, task }
     }
 
+    /// A new connection for the publisher and the listeners, after [`Vhost::block`] closed
+    /// the old one.
+    pub async fn reconnect(&mut self) {
+        let amqp = AmqpConfig { url: self.vhost.amqp_url_parsed().unwrap(), ..AmqpConfig::default() };
+        let conn = deskmail_mq::connect(&amqp, "test").await.unwrap();
+        self.publisher = Publisher::new(&conn).await.unwrap();
+        let dl = self.topology.outbound_dead_letter();
+        self.events =
+            Some(Consumer::new(&conn, ConsumerOptions::new("test.events", dl.clone())).await.unwrap());
+        self.dead = Some(
+            Consumer::new(&conn, ConsumerOptions::new(self.topology.outbound_dead_queue(), dl))
+                .await
+                .unwrap(),
+        );
+        self._conn = conn;
+    }
+
     /// Publishes a job as an integrator would (persistent, confirmed, message_id = job_id).
     pub async fn publish(&self, job: &Value) {
         let id = job["job_id"].as_str().unwrap_or("no-id").to_owned();

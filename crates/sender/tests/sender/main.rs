@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic: that is the failure
 
+mod chained;
 mod cli;
 mod crash;
 mod delivery;
@@ -12,6 +13,7 @@ mod integrator;
 mod lifecycle;
 mod malformed;
 mod nagle;
+mod observability;
 mod resolution;
 mod schema;
 mod sentlog;

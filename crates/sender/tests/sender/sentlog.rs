@@ -38,3 +38,29 @@ async fn postgresql() {
     let db = deskmail_testkit::pg::Database::create("sender").await.unwrap();
     exercise(DatabaseConfig { url: Secret::new(db.url().to_owned()), max_connections: 4 }).await;
 }
+
+/// The SQLite settings hold on every pooled connection, not only the one that happened to run
+/// a PRAGMA: synchronous=NORMAL (1), WAL, a busy timeout.
+#[tokio::test]
+async fn sqlite_pragmas_on_every_pooled_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("sender.db").display());
+    let log = SentLog::open(&DatabaseConfig { url: Secret::new(url), max_connections: 4 }).await.unwrap();
+    let pool = log.connection().get_sqlite_connection_pool();
+    // Hold four connections at once, so each answer comes from a different one.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        let sync: (i64,) =
+            sea_orm::sqlx::query_as("PRAGMA synchronous").fetch_one(&mut **conn).await.unwrap();
+        assert_eq!(sync.0, 1, "synchronous=NORMAL on every connection");
+        let mode: (String,) =
+            sea_orm::sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut **conn).await.unwrap();
+        assert_eq!(mode.0, "wal");
+        let busy: (i64,) =
+            sea_orm::sqlx::query_as("PRAGMA busy_timeout").fetch_one(&mut **conn).await.unwrap();
+        assert_eq!(busy.0, 5000);
+    }
+}
