@@ -28,12 +28,12 @@ pub struct Config {
     /// How long mail in flight may take to be committed after SIGTERM. Default `30s`.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// Most mails committed in one database transaction. Default 200. Keep
+    /// Most mails committed in one database transaction. Default 500. Keep
     /// `amqp.prefetch` at least twice this, so one batch is collected while another commits.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Most bytes of raw mail in one batch; a batch ends at `batch_size` mails or this many
-    /// bytes, whichever comes first. Bounds the memory of large mail. Default 8 MiB.
+    /// bytes, whichever comes first. Bounds the memory of large mail. Default 4 MiB.
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
     /// How long a batch waits for more mail once it has one. Default `20ms`.
@@ -52,10 +52,10 @@ fn default_grace() -> Duration {
     Duration::from_secs(30)
 }
 fn default_batch_size() -> usize {
-    200
+    500
 }
 fn default_batch_bytes() -> usize {
-    8 * 1024 * 1024
+    4 * 1024 * 1024
 }
 fn default_batch_wait() -> Duration {
     Duration::from_millis(20)
@@ -109,7 +109,7 @@ mod tests {
         let config: Config = deskmail_config::load(Some(&path)).unwrap();
         assert_eq!(config.config_service.token.expose(), "change-me-daemon-token");
         assert!(config.metrics.port.is_some());
-        assert_eq!(config.batch_size, 200);
+        assert_eq!(config.batch_size, 500);
         assert_eq!(config.batch_wait, Duration::from_millis(20));
     }
 }

@@ -11,10 +11,12 @@ mod commit;
 mod config;
 pub mod dispatch;
 pub mod events;
+mod observe;
 pub mod rules;
 pub mod store;
 mod worker;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use commit::Stats;
@@ -22,8 +24,14 @@ pub use config::Config;
 use deskmail_configclient::{ConfigClient, ConfigWatcher};
 use deskmail_mq::{Consumer, ConsumerOptions, MqError, Publisher, Topology};
 use deskmail_runtime::CancellationToken;
+use deskmail_telemetry::{Readiness, ReadyFlag, Telemetry, TelemetryError};
 use sha2::Digest;
 use tokio::sync::mpsc;
+
+/// How often the readiness checks and the consumer-lag sampler look.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts to reconnect to the broker.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 /// Why the router stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +42,8 @@ pub enum RouterError {
     Store(#[from] store::StoreError),
     #[error("{0}")]
     ConfigService(#[from] deskmail_configclient::ConfigClientError),
+    #[error("{0}")]
+    Telemetry(#[from] TelemetryError),
     /// A batch was left unacked at shutdown (the database was down); the broker has it again.
     #[error("stopped with a batch unsettled (database down); its mail went back to the queue")]
     Abandoned,
@@ -49,6 +59,12 @@ impl RouterError {
     }
 }
 
+/// The span of one mail: its source id (the AMQP `message_id`), its inbound mailbox and
+/// whether the broker redelivered it. Log lines of the work on this mail carry it.
+pub(crate) fn mail_span(source_id: &str, mailbox_id: Option<&str>, redelivered: bool) -> tracing::Span {
+    tracing::info_span!("mail", source_id = %source_id, mailbox = mailbox_id.unwrap_or(""), redelivered)
+}
+
 /// Unix time in microseconds.
 pub fn now_micros() -> i64 {
     std::time::SystemTime::now()
@@ -62,9 +78,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// Opens the store, retrying with backoff while the database is unreachable.
+/// Opens the store, retrying with backoff while the database is unreachable (the `database`
+/// check says so meanwhile).
 async fn open_store(
     config: &Config,
+    flag: &ReadyFlag,
     shutdown: &CancellationToken,
 ) -> Result<Option<store::Store>, RouterError> {
     let mut delay = Duration::from_millis(500);
@@ -72,7 +90,10 @@ async fn open_store(
         match store::Store::open(&config.database).await {
             Ok(s) => return Ok(Some(s)),
             Err(e @ store::StoreError::Directory { .. }) => return Err(e.into()),
-            Err(e) => tracing::warn!(error = %e, "Cannot open the tickets database; retrying."),
+            Err(e) => {
+                flag.set_unready("cannot open the tickets database");
+                tracing::warn!(error = %e, "Cannot open the tickets database; retrying.");
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(None),
@@ -82,53 +103,151 @@ async fn open_store(
     }
 }
 
-/// Runs the router until `shutdown` is cancelled.
+/// Runs the router until `shutdown` is cancelled: telemetry (`[metrics]`: `/metrics`,
+/// `/healthz`, `/readyz` with the checks `rabbitmq`, `configd`, `database`), systemd
+/// notifications, then the store, configd's watch and the broker, reconnecting to the broker
+/// in-process whenever the connection is lost.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RouterError> {
-    let Some(store) = open_store(&config, &shutdown).await? else { return Ok(()) };
+    let telemetry = Telemetry::start(&config.metrics, "deskmail-router", &shutdown).await?;
+    deskmail_telemetry::router::init();
+    let background = CancellationToken::new();
+    deskmail_runtime::notify::spawn_watchdog(background.clone());
+    let stopping = shutdown.clone();
+    let stopping_until = background.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stopping.cancelled() => deskmail_runtime::notify::stopping(),
+            () = stopping_until.cancelled() => {}
+        }
+    });
+    let result = run_with(&config, &telemetry.readiness(), &shutdown, &background).await;
+    background.cancel();
+    telemetry.stop().await;
+    result
+}
+
+async fn run_with(
+    config: &Config,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+    background: &CancellationToken,
+) -> Result<(), RouterError> {
+    let rabbit = readiness.register("rabbitmq");
+    let database = readiness.register("database");
+    let Some(store) = open_store(config, &database, shutdown).await? else { return Ok(()) };
+    database.set_ready();
+    observe::spawn_database_check(store.clone(), database.clone(), CHECK_EVERY, background.clone());
     tracing::info!(sqlite = config.database.is_sqlite(), "Tickets database ready.");
     let client = ConfigClient::new(&config.config_service)?;
     let watcher = ConfigWatcher::spawn(client, shutdown.child_token());
+    observe::spawn_configd_check(watcher.clone(), readiness, CHECK_EVERY, background.clone());
     let mut delay = Duration::from_millis(500);
+    let mut ever_connected = false;
+    let mut notified = false;
+    let mut stats = Stats::default();
     loop {
-        let (connection, topology) =
-            match deskmail_mq::connect_and_declare(&config.amqp, "deskmail-router", &shutdown).await {
-                Ok(ready) => ready,
-                Err(MqError::Cancelled) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
+        rabbit.set_unready(if ever_connected { "connection lost, reconnecting" } else { "connecting" });
+        let connected = deskmail_mq::connect_and_declare(&config.amqp, "deskmail-router", shutdown).await;
+        let (connection, topology) = match connected {
+            Ok(ready) => ready,
+            Err(MqError::Cancelled) => break,
+            // Refused at the first start (credentials, vhost): a config problem. Once it
+            // worked, a refusal is the broker's state (a vhost limit, a node starting): wait.
+            Err(e) if ever_connected || e.is_transient() => {
+                rabbit.set_unready(format!("connect_failed: {e}"));
+                tracing::warn!(error = %e, ?delay, "Cannot reconnect to RabbitMQ; retrying.");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        ever_connected = true;
+        let connection = Arc::new(connection);
+        let session_token = background.child_token();
+        let checker = deskmail_telemetry::rabbitmq::spawn_connection_check(
+            connection.clone(),
+            readiness.register("rabbitmq"),
+            CHECK_EVERY,
+            session_token.clone(),
+        );
+        deskmail_telemetry::queue::spawn_consumer_lag_on(
+            connection.clone(),
+            topology.inbound_queue(),
+            CHECK_EVERY,
+            session_token.clone(),
+        );
         tracing::info!(amqp = %config.amqp.redacted_url(), prefix = topology.prefix(), "Ready.");
         if watcher.current().is_none() {
             tracing::info!("Waiting for the first config from configd before consuming.");
         }
-        if watcher.first_snapshot(&shutdown).await.is_none() {
-            let _ = connection.close(200, "shutdown".into()).await;
-            return Ok(());
-        }
-        let result = session(&config, &connection, &topology, &store, &watcher, &shutdown).await;
+        let result = match watcher.first_snapshot(shutdown).await {
+            None => Ok(Stats::default()),
+            Some(_) => {
+                if !notified {
+                    deskmail_runtime::notify::ready();
+                    notified = true;
+                }
+                session(config, &connection, &topology, &store, &watcher, &database, shutdown).await
+            }
+        };
+        session_token.cancel();
+        let _ = checker.await;
+        rabbit.set_unready("connection lost, reconnecting");
         let _ = connection.close(200, "shutdown".into()).await;
         match result {
-            Ok(stats) => {
-                tracing::info!(
-                    created = stats.created,
-                    followups = stats.followups,
-                    ignored = stats.ignored,
-                    duplicates = stats.duplicates,
-                    dead_lettered = stats.dead_lettered,
-                    "Router stopped."
-                );
-                return Ok(());
+            Ok(s) => {
+                add(&mut stats, &s);
+                break;
             }
-            Err(RouterError::Abandoned) if shutdown.is_cancelled() => return Ok(()),
+            Err(RouterError::Abandoned) if shutdown.is_cancelled() => break,
             Err(e) if e.is_transient() && !shutdown.is_cancelled() => {
                 tracing::warn!(error = %e, ?delay, "Broker connection lost; reconnecting. Unacked mail goes back to the queue and is deduplicated.");
                 tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(10));
+                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
             }
             Err(e) => return Err(e),
         }
+    }
+    tracing::info!(
+        created = stats.created,
+        followups = stats.followups,
+        ignored = stats.ignored,
+        duplicates = stats.duplicates,
+        dead_lettered = stats.dead_lettered,
+        "Router stopped."
+    );
+    stats.phases.log();
+    Ok(())
+}
+
+/// Adds a session's counters to the run's.
+fn add(total: &mut Stats, s: &Stats) {
+    total.created += s.created;
+    total.followups += s.followups;
+    total.ignored += s.ignored;
+    total.duplicates += s.duplicates;
+    total.dead_lettered += s.dead_lettered;
+    total.auto_replies_over_limit += s.auto_replies_over_limit;
+    let (t, p) = (&mut total.phases, &s.phases);
+    t.batches += p.batches;
+    t.mails += p.mails;
+    t.collect += p.collect;
+    t.parse += p.parse;
+    t.dispatch += p.dispatch;
+    t.plan_wall += p.plan_wall;
+    t.insert += p.insert;
+    t.commit += p.commit;
+    t.publish += p.publish;
+    t.ack += p.ack;
+    for (t, d) in t.steps.iter_mut().zip(p.steps) {
+        *t += d;
     }
 }
 
@@ -139,6 +258,7 @@ async fn session(
     topology: &Topology,
     store: &store::Store,
     watcher: &ConfigWatcher,
+    database: &ReadyFlag,
     shutdown: &CancellationToken,
 ) -> Result<Stats, RouterError> {
     let publisher = Publisher::new(connection).await?.with_window(config.amqp.publish_window);
@@ -168,6 +288,8 @@ async fn session(
         topology,
         shutdown: shutdown.clone(),
         stats: Stats::default(),
+        database: database.clone(),
+        published: Vec::new(),
     };
     let mut failure = None;
     while let Some(batch) = rx.recv().await {
@@ -194,6 +316,7 @@ async fn session(
         }
     }
     drop(rx);
+    committer.flush_published().await;
     let collected = collector.await;
     if let Ok((consumer, result)) = collected {
         if let Err(e) = consumer.close().await {

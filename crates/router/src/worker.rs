@@ -9,7 +9,7 @@
 //!   one multiple-ack.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use deskmail_configclient::ConfigWatcher;
@@ -28,6 +28,8 @@ use crate::store::Item;
 pub struct Planned {
     pub delivery: Delivery,
     pub item: Item,
+    /// When the delivery reached the router (for the processing-time histogram).
+    pub arrived: Instant,
 }
 
 /// A batch for the committer: the deliveries in tag order and the rules they were planned with.
@@ -37,6 +39,21 @@ pub struct Batch {
     pub rules: Arc<Rules>,
     /// The highest delivery tag: `basic.ack multiple` up to it settles the whole batch.
     pub last_tag: u64,
+    /// Where the collector's time went for this batch.
+    pub timing: CollectTiming,
+}
+
+/// The collector's share of a batch's time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CollectTiming {
+    /// From the first delivery of the batch to the cut (waiting for more mail included).
+    pub collect: Duration,
+    /// Parsing, summed over the mails (CPU time on the blocking pool).
+    pub parse: Duration,
+    /// Applying the rules, summed over the mails.
+    pub dispatch: Duration,
+    /// Wall time of parsing and planning the batch in parallel.
+    pub plan_wall: Duration,
 }
 
 /// Rules of the latest snapshot, rebuilt only when the revision changes.
@@ -98,13 +115,14 @@ pub async fn collect(
     shutdown: CancellationToken,
 ) -> (Consumer, Result<(), MqError>) {
     loop {
-        let deliveries = match next_batch(&mut consumer, &limits, &shutdown).await {
+        let (deliveries, collect) = match next_batch(&mut consumer, &limits, &shutdown).await {
             Ok(Some(d)) => d,
             Ok(None) => return (consumer, Ok(())),
             Err(e) => return (consumer, Err(e)),
         };
         let current = rules.refresh();
-        let mails = match plan_parallel(deliveries, &current, limits.parse).await {
+        let started = Instant::now();
+        let (mails, parse, dispatch) = match plan_parallel(deliveries, &current, limits.parse).await {
             Ok(m) => m,
             Err(e) => {
                 // Never expected (the parser does not panic); the deliveries go back unacked.
@@ -113,20 +131,22 @@ pub async fn collect(
                 return (consumer, Err(MqError::ConsumerCancelled { queue }));
             }
         };
+        let timing = CollectTiming { collect, parse, dispatch, plan_wall: started.elapsed() };
         let last_tag = mails.iter().map(|m| m.delivery.delivery_tag()).max().unwrap_or(0);
-        if out.send(Batch { mails, rules: current, last_tag }).await.is_err() {
+        if out.send(Batch { mails, rules: current, last_tag, timing }).await.is_err() {
             return (consumer, Ok(()));
         }
     }
 }
 
 /// Parses and plans a batch on the blocking pool, in as many slices as there are cores,
-/// keeping the delivery order.
+/// keeping the delivery order. Returns the planned mails and the summed parse and dispatch
+/// times.
 async fn plan_parallel(
-    deliveries: Vec<Delivery>,
+    deliveries: Vec<(Delivery, Instant)>,
     rules: &Arc<Rules>,
     limits: Limits,
-) -> Result<Vec<Planned>, tokio::task::JoinError> {
+) -> Result<(Vec<Planned>, Duration, Duration), tokio::task::JoinError> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let slice = deliveries.len().div_ceil(threads).max(8);
     let mut tasks = Vec::new();
@@ -136,41 +156,69 @@ async fn plan_parallel(
         let chunk = std::mem::replace(&mut rest, tail);
         let rules = rules.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            chunk
+            let (mut parse, mut dispatch) = (Duration::ZERO, Duration::ZERO);
+            let planned = chunk
                 .into_iter()
-                .map(|delivery| {
-                    let item = plan_one(&delivery, &rules, &limits);
-                    Planned { delivery, item }
+                .map(|(delivery, arrived)| {
+                    let (item, p, d) = plan_one(&delivery, &rules, &limits);
+                    parse += p;
+                    dispatch += d;
+                    Planned { delivery, item, arrived }
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (planned, parse, dispatch)
         }));
     }
     let mut out = Vec::new();
+    let (mut parse, mut dispatch) = (Duration::ZERO, Duration::ZERO);
     for t in tasks {
-        out.extend(t.await?);
+        let (planned, p, d) = t.await?;
+        out.extend(planned);
+        parse += p;
+        dispatch += d;
     }
-    Ok(out)
+    Ok((out, parse, dispatch))
 }
 
-/// Parses and plans one mail; what cannot even be planned is a dead letter.
-fn plan_one(d: &Delivery, rules: &Rules, limits: &Limits) -> Item {
+/// Parses and plans one mail inside its `mail` span (source id, mailbox); what cannot even
+/// be planned is a dead letter.
+fn plan_one(d: &Delivery, rules: &Rules, limits: &Limits) -> (Item, Duration, Duration) {
     let source_id = source_id_of(d);
     let mailbox_id = d.header_str("x-mailbox-id").map(str::to_owned).filter(|m| !m.is_empty());
+    let span = crate::mail_span(&source_id, mailbox_id.as_deref(), d.redelivered());
+    let _entered = span.enter();
     let raw: Bytes = d.payload();
-    let plan = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch::plan(&raw, mailbox_id.as_deref(), rules, limits)
+    let (plan, parse, dispatch) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dispatch::plan_timed(&raw, mailbox_id.as_deref(), rules, limits)
     })) {
         Ok(p) => p,
-        Err(_) => Plan::Dead { reason: "the parser panicked on this mail".to_owned() },
+        Err(_) => (
+            Plan::Dead { reason: "the parser panicked on this mail".to_owned() },
+            Duration::ZERO,
+            Duration::ZERO,
+        ),
     };
-    Item { source_id, mailbox_id, raw, plan }
+    match &plan {
+        Plan::Article(p) => tracing::debug!(
+            followup_number = p.followup_number.as_deref(),
+            queue = p.queue_id.as_deref(),
+            auto_reply = p.auto_reply.is_some(),
+            "Mail planned."
+        ),
+        Plan::Ignore { reason } => tracing::debug!(%reason, "Mail planned: ignore."),
+        Plan::Dead { reason } => tracing::debug!(%reason, "Mail planned: dead letter."),
+    }
+    (Item { source_id, mailbox_id, raw, plan }, parse, dispatch)
 }
 
+/// The next batch of deliveries, each with its arrival time, and the time from the first
+/// delivery to the cut. The batch ends at `limits.size` mails, `limits.bytes` raw bytes, or
+/// `limits.wait` after the first delivery.
 async fn next_batch(
     consumer: &mut Consumer,
     limits: &BatchLimits,
     shutdown: &CancellationToken,
-) -> Result<Option<Vec<Delivery>>, MqError> {
+) -> Result<Option<(Vec<(Delivery, Instant)>, Duration)>, MqError> {
     let (max, max_bytes, wait) = (limits.size, limits.bytes, limits.wait);
     let first = tokio::select! {
         biased;
@@ -181,8 +229,9 @@ async fn next_batch(
         Some(d) => d?,
         None => return Err(MqError::ConsumerCancelled { queue: consumer.queue().to_owned() }),
     };
+    let start = Instant::now();
     let mut bytes = first.body().len();
-    let mut batch = vec![first];
+    let mut batch = vec![(first, start)];
     let deadline = tokio::time::Instant::now() + wait;
     while batch.len() < max && bytes < max_bytes {
         let next = match consumer.next_delivery().now_or_never() {
@@ -194,7 +243,7 @@ async fn next_batch(
             },
         };
         bytes += next.body().len();
-        batch.push(next);
+        batch.push((next, Instant::now()));
     }
-    Ok(Some(batch))
+    Ok(Some((batch, start.elapsed())))
 }

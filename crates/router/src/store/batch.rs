@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
-use sea_orm::sea_query::Query;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect,
     TransactionTrait,
@@ -19,7 +19,8 @@ use sea_orm::{
 
 use super::entity::{article, attachment, outbox, processed, ticket};
 use super::number::{civil_day, counter_name, format_number};
-use super::sql::{bump_counter, count_auto_replies, insert_chunked, insert_processed};
+use super::sql::{bump_counter, count_auto_replies, insert_chunked, insert_processed, record_auto_replies};
+use super::steps::{StepClock, WRITE_STEPS};
 use super::{Store, StoreError};
 use crate::dispatch::{ArticlePlan, Plan, kind_name};
 use crate::events;
@@ -62,6 +63,12 @@ pub struct BatchOutcome {
     pub outbox: Vec<outbox::Model>,
     /// Auto-replies not sent because the sender reached the daily limit.
     pub auto_replies_over_limit: usize,
+    /// Time spent on the batch's statements (dedup, lookups, inserts), before the commit.
+    pub write_time: std::time::Duration,
+    /// Time the commit itself took (the WAL flush).
+    pub commit_time: std::time::Duration,
+    /// `write_time` by step, see [`WRITE_STEPS`].
+    pub steps: [std::time::Duration; WRITE_STEPS.len()],
 }
 
 #[derive(Debug, Clone)]
@@ -90,11 +97,32 @@ impl Store {
         rules: &Rules,
         now_us: i64,
     ) -> Result<BatchOutcome, StoreError> {
+        self.commit_with(items, rules, now_us, &[]).await
+    }
+
+    /// [`Store::commit`], also deleting the outbox rows `published` (messages of earlier
+    /// batches the broker confirmed) in the same transaction: no round trip and no commit of
+    /// their own.
+    pub async fn commit_with(
+        &self,
+        items: &[Item],
+        rules: &Rules,
+        now_us: i64,
+        published: &[String],
+    ) -> Result<BatchOutcome, StoreError> {
+        let start = std::time::Instant::now();
         let tx = self.db.begin().await?;
-        let result = write(&tx, items, rules, now_us).await;
+        let result = async {
+            super::sql::delete_outbox(&tx, published).await?;
+            write(&tx, items, rules, now_us).await
+        }
+        .await;
         match result {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                let written = std::time::Instant::now();
                 tx.commit().await?;
+                outcome.write_time = written - start;
+                outcome.commit_time = written.elapsed();
                 Ok(outcome)
             }
             Err(e) => {
@@ -126,7 +154,9 @@ async fn write(
             outcomes[i] = Some(Outcome::Duplicate);
         }
     }
+    let mut clock = StepClock::new();
     let fresh = insert_processed(tx, items, &candidates, &article_ids, now).await?;
+    clock.mark(0);
     let mut duplicates = Vec::new();
     let mut work = Vec::new();
     for i in candidates {
@@ -214,6 +244,7 @@ async fn write(
         decisions.insert(i, decision);
     }
 
+    clock.mark(1);
     // Ticket numbers: one counter update for the whole batch, inside this transaction.
     let day = civil_day(now);
     let settings = &rules.settings;
@@ -236,8 +267,10 @@ async fn write(
         }
     }
     let mut allowed = count_auto_replies(tx, &wanted, day, settings.auto_reply_limit_per_day).await?;
+    let mut sent: HashMap<String, i32> = HashMap::new();
     let mut over_limit = 0;
 
+    clock.mark(2);
     // Rows.
     let mut tickets = Vec::new();
     let mut articles = Vec::new();
@@ -277,7 +310,7 @@ async fn write(
                 id: ticket.id.clone(),
                 number: number.clone(),
                 queue_id: ticket.queue_id.clone(),
-                state: "new".to_owned(),
+                state: ticket::STATE_NEW.to_owned(),
                 priority: p.priority.unwrap_or(3),
                 title: if p.subject.is_empty() { "(no subject)".to_owned() } else { p.subject.clone() },
                 customer_address: p.customer_address.to_lowercase(),
@@ -334,6 +367,7 @@ async fn write(
             let left = allowed.entry(d.sender.clone()).or_default();
             if *left > 0 {
                 *left -= 1;
+                *sent.entry(d.sender.clone()).or_default() += 1;
                 let job = crate::autoreply::build_job(d, &number, &settings.ticket_hook, &it.source_id);
                 outbox_rows.push(outbox::Model {
                     id: new_id(),
@@ -377,6 +411,7 @@ async fn write(
         });
     }
 
+    clock.mark(3);
     // Statements of at most 2 MiB of blobs: a few round trips per batch, and the driver's
     // copy of the values stays small.
     const BLOB_BYTES: usize = 2 * 1024 * 1024;
@@ -387,6 +422,7 @@ async fn write(
         BLOB_BYTES,
     )
     .await?;
+    clock.mark(4);
     insert_chunked::<article::Entity, _>(
         tx,
         articles.into_iter().map(|a| {
@@ -397,6 +433,7 @@ async fn write(
         BLOB_BYTES,
     )
     .await?;
+    clock.mark(5);
     insert_chunked::<attachment::Entity, _>(
         tx,
         attachments.into_iter().map(|a| {
@@ -407,6 +444,7 @@ async fn write(
         BLOB_BYTES,
     )
     .await?;
+    clock.mark(6);
     insert_chunked::<outbox::Entity, _>(
         tx,
         outbox_rows.iter().cloned().map(|o| (outbox::ActiveModel::from(o), 0)),
@@ -414,12 +452,17 @@ async fn write(
         BLOB_BYTES,
     )
     .await?;
+    record_auto_replies(tx, &sent, day).await?;
+    // A follow-up touches its ticket and reopens it when it was closed.
     touched.sort();
     touched.dedup();
     for chunk in touched.chunks(500) {
+        let state = Expr::case(Expr::col(ticket::Column::State).like("closed%"), ticket::STATE_OPEN)
+            .finally(Expr::col(ticket::Column::State));
         let stmt = Query::update()
             .table(ticket::Entity)
             .value(ticket::Column::UpdatedAt, now)
+            .value(ticket::Column::State, state)
             .and_where(ticket::Column::Id.is_in(chunk.iter().cloned()))
             .to_owned();
         tx.execute(&stmt).await?;
@@ -436,6 +479,7 @@ async fn write(
         tx.execute(&stmt).await?;
     }
 
+    clock.mark(7);
     // Messages a crashed run committed and never saw confirmed.
     let mut pending = Vec::new();
     for chunk in duplicates.chunks(500) {
@@ -453,6 +497,8 @@ async fn write(
         outcomes: outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Duplicate)).collect(),
         outbox: pending,
         auto_replies_over_limit: over_limit,
+        steps: clock.done(),
+        ..BatchOutcome::default()
     })
 }
 

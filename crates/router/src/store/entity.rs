@@ -3,6 +3,11 @@
 pub mod ticket {
     use sea_orm::entity::prelude::*;
 
+    /// The state of a ticket the router opens.
+    pub const STATE_NEW: &str = "new";
+    /// The state a follow-up gives a closed ticket (any state starting with `closed`).
+    pub const STATE_OPEN: &str = "open";
+
     /// A ticket: one customer request, with its number.
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "tickets")]

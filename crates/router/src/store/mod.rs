@@ -7,8 +7,8 @@ pub mod entity;
 mod migration;
 mod number;
 mod sql;
+mod steps;
 
-use sea_orm::sea_query::Query;
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, TransactionTrait,
@@ -17,6 +17,7 @@ use sea_orm_migration::MigratorTrait;
 
 pub use batch::{BatchOutcome, Item, Outcome};
 pub use number::{civil_day, format_number};
+pub use steps::WRITE_STEPS;
 
 use deskmail_config::DatabaseConfig;
 
@@ -91,13 +92,7 @@ impl Store {
 
     /// Forgets outbox rows once the broker confirmed them.
     pub async fn outbox_done(&self, ids: &[String]) -> Result<(), StoreError> {
-        for chunk in ids.chunks(500) {
-            let stmt = Query::delete()
-                .from_table(entity::outbox::Entity)
-                .and_where(entity::outbox::Column::Id.is_in(chunk.iter().cloned()))
-                .to_owned();
-            self.db.execute(&stmt).await?;
-        }
+        sql::delete_outbox(&self.db, ids).await?;
         Ok(())
     }
 }

@@ -5,10 +5,10 @@
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait};
 
 use super::batch::Item;
-use super::entity::{auto_reply_log, counter, processed};
+use super::entity::{auto_reply_log, counter, outbox, processed};
 use crate::dispatch::Plan;
 
 fn sql(e: sea_orm::sea_query::error::Error) -> DbErr {
@@ -83,8 +83,10 @@ pub(super) async fn bump_counter(tx: &DatabaseTransaction, name: &str, k: i64) -
     row.try_get::<i64>("", "value")
 }
 
-/// Counts the wanted auto-replies per sender for `day` and returns how many each may still
-/// get (the log's count is what was wanted, so a sender over the limit stays over it).
+/// How many auto-replies each sender may still get today: locks (or creates at 0) each
+/// sender's row for `day` and returns `limit - sent so far`, at most what is wanted. The rows
+/// stay locked until the transaction ends, so concurrent routers do not both use the last
+/// one. [`record_auto_replies`] then adds what is actually sent.
 pub(super) async fn count_auto_replies(
     tx: &DatabaseTransaction,
     wanted: &HashMap<String, i32>,
@@ -98,6 +100,38 @@ pub(super) async fn count_auto_replies(
     for chunk in senders.chunks(300) {
         let mut stmt = Query::insert();
         stmt.into_table(auto_reply_log::Entity).columns([C::Address, C::Day, C::Count]);
+        for (sender, _) in chunk {
+            stmt.values([(*sender).clone().into(), day.into(), 0i32.into()]).map_err(sql)?;
+        }
+        // A no-op update, so the existing row is returned (and locked).
+        stmt.on_conflict(
+            OnConflict::columns([C::Address, C::Day])
+                .value(C::Count, Expr::col((auto_reply_log::Entity, C::Count)))
+                .to_owned(),
+        )
+        .returning(Query::returning().columns([C::Address, C::Count]));
+        for row in tx.query_all(&stmt).await? {
+            let address: String = row.try_get("", "address")?;
+            let sent: i32 = row.try_get("", "count")?;
+            let n = wanted.get(&address).copied().unwrap_or(0);
+            allowed.insert(address, (limit - sent).clamp(0, n));
+        }
+    }
+    Ok(allowed)
+}
+
+/// Adds the auto-replies actually sent today (suppressed ones are not counted) to the log
+/// rows [`count_auto_replies`] locked.
+pub(super) async fn record_auto_replies(
+    tx: &DatabaseTransaction,
+    sent: &HashMap<String, i32>,
+    day: i32,
+) -> Result<(), DbErr> {
+    use auto_reply_log::Column as C;
+    let senders: Vec<(&String, &i32)> = sent.iter().filter(|(_, n)| **n > 0).collect();
+    for chunk in senders.chunks(300) {
+        let mut stmt = Query::insert();
+        stmt.into_table(auto_reply_log::Entity).columns([C::Address, C::Day, C::Count]);
         for (sender, n) in chunk {
             stmt.values([(*sender).clone().into(), day.into(), (**n).into()]).map_err(sql)?;
         }
@@ -108,17 +142,10 @@ pub(super) async fn count_auto_replies(
                     Expr::col((auto_reply_log::Entity, C::Count)).add(Expr::cust("excluded.count")),
                 )
                 .to_owned(),
-        )
-        .returning(Query::returning().columns([C::Address, C::Count]));
-        for row in tx.query_all(&stmt).await? {
-            let address: String = row.try_get("", "address")?;
-            let total: i32 = row.try_get("", "count")?;
-            let n = wanted.get(&address).copied().unwrap_or(0);
-            let before = total - n;
-            allowed.insert(address, (limit - before).clamp(0, n));
-        }
+        );
+        tx.execute(&stmt).await?;
     }
-    Ok(allowed)
+    Ok(())
 }
 
 /// Multi-row inserts of `(row, bytes)`: one statement per `max_rows` rows or `max_bytes`
@@ -147,6 +174,18 @@ where
     }
     if !buf.is_empty() {
         E::insert_many(buf).exec_without_returning(tx).await?;
+    }
+    Ok(())
+}
+
+/// Deletes outbox rows by id (messages the broker confirmed).
+pub(super) async fn delete_outbox<C: ConnectionTrait>(db: &C, ids: &[String]) -> Result<(), DbErr> {
+    for chunk in ids.chunks(500) {
+        let stmt = Query::delete()
+            .from_table(outbox::Entity)
+            .and_where(outbox::Column::Id.is_in(chunk.iter().cloned()))
+            .to_owned();
+        db.execute(&stmt).await?;
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ on_both_stores!(
     auto_increment_numbers,
     unparsable_becomes_an_article_too_large_a_dead_letter,
     attachments_and_bodies_are_stored,
+    followup_reopens_a_closed_ticket,
 );
 
 async fn recipients_in_order_then_fallback_and_by_queue(db: Db) {
@@ -344,4 +345,59 @@ async fn attachments_and_bodies_are_stored(db: Db) {
     assert_eq!(logo.content_id.as_deref(), Some("logo@x"));
     assert!(logo.inline);
     env.stop_router().await;
+}
+
+/// A follow-up to a closed ticket reopens it (state `open`); one to an open ticket keeps its
+/// state.
+async fn followup_reopens_a_closed_ticket(db: Db) {
+    use deskmail_router::store::entity::ticket;
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
+    let mut env = Env::new(db).await;
+    env.start_router().await;
+    let inbox = env.ids.inbox.clone();
+    for id in ["k1", "k2"] {
+        let raw = mail(
+            "carol@cust.test",
+            "support@desk.test",
+            &format!("help {id}"),
+            &format!("{id}@cust.test"),
+            "",
+            "x",
+        );
+        env.publish(&format!("test:{id}"), &inbox, &raw).await;
+    }
+    env.wait_processed(2).await;
+    let closed = env.ticket_of("test:k1").await;
+    assert_eq!(closed.state, "new");
+    let store = env.store().await;
+    let mut m = closed.clone().into_active_model();
+    m.state = Set("closed successful".to_owned());
+    m.update(store.connection()).await.unwrap();
+    let reply_closed = mail(
+        "carol@cust.test",
+        "support@desk.test",
+        &format!("Re: [Ticket#{}] help k1", closed.number),
+        "k3@cust.test",
+        "",
+        "still broken",
+    );
+    env.publish("test:k3", &inbox, &reply_closed).await;
+    let reply_open = mail(
+        "carol@cust.test",
+        "support@desk.test",
+        "Re: help k2",
+        "k4@cust.test",
+        "In-Reply-To: <k2@cust.test>\r\n",
+        "ok",
+    );
+    env.publish("test:k4", &inbox, &reply_open).await;
+    env.wait_processed(4).await;
+    env.stop_router().await;
+    let reopened = env.ticket_of("test:k3").await;
+    assert_eq!(reopened.id, closed.id, "the follow-up landed on the closed ticket");
+    assert_eq!(reopened.state, ticket::STATE_OPEN);
+    assert!(reopened.updated_at >= closed.updated_at);
+    let other = env.ticket_of("test:k4").await;
+    assert_eq!(other.id, env.ticket_of("test:k2").await.id);
+    assert_eq!(other.state, "new", "an open ticket keeps its state");
 }

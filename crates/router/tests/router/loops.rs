@@ -8,7 +8,8 @@ use crate::on_both_stores;
 on_both_stores!(
     auto_reply_job_for_a_new_ticket_only,
     no_auto_reply_by_each_loop_rule,
-    daily_limit_per_sender
+    daily_limit_per_sender,
+    auto_reply_log_counts_only_sent_replies
 );
 
 async fn auto_reply_job_for_a_new_ticket_only(db: Db) {
@@ -122,4 +123,33 @@ async fn daily_limit_per_sender(db: Db) {
     ids.sort();
     assert_eq!(ids, ["autoreply:test:l0", "autoreply:test:l1", "autoreply:test:other"]);
     env.stop_router().await;
+}
+
+/// The log counts the auto-replies sent, not the suppressed ones: with a limit of 2, four
+/// mails (two sent, two over the limit) leave 2; a loop-rule mail (bulk) adds nothing.
+async fn auto_reply_log_counts_only_sent_replies(db: Db) {
+    use deskmail_router::store::entity::auto_reply_log;
+    use sea_orm::EntityTrait;
+    let mut env = Env::new(db).await;
+    env.update_settings(
+        pb::Settings { auto_reply_limit_per_day: 2, ..Default::default() },
+        &["auto_reply_limit_per_day"],
+    )
+    .await;
+    env.start_router().await;
+    let inbox = env.ids.inbox.clone();
+    for i in 0..4 {
+        let raw = mail("Count@Cust.test", "support@desk.test", &format!("s{i}"), &format!("c{i}@x"), "", "x");
+        env.publish(&format!("test:c{i}"), &inbox, &raw).await;
+    }
+    let bulk = mail("bulk@cust.test", "support@desk.test", "news", "b@x", "Precedence: bulk\r\n", "x");
+    env.publish("test:bulk", &inbox, &bulk).await;
+    env.wait_processed(5).await;
+    env.stop_router().await;
+    assert_eq!(env.jobs().await.len(), 2, "two auto-replies sent");
+    let store = env.store().await;
+    let rows = auto_reply_log::Entity::find().all(store.connection()).await.unwrap();
+    let counted: Vec<(String, i32)> =
+        rows.iter().filter(|r| r.count > 0).map(|r| (r.address.clone(), r.count)).collect();
+    assert_eq!(counted, [("count@cust.test".to_owned(), 2)], "{rows:?}");
 }

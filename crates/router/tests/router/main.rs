@@ -8,4 +8,5 @@ mod exactly_once;
 mod fuzz;
 mod harness;
 mod loops;
+mod observability;
 mod process;

@@ -18,6 +18,8 @@ on_both_stores!(kill_9_while_mail_flows_then_restart_gives_exactly_one_article_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_flow_leaves_each_mail_an_article_or_queued() {
     let mut env = Env::new(Db::Sqlite).await;
+    // Small batches, so the stop comes mid-flow and not after the last batch.
+    env.extra_toml = "batch_size = 50".into();
     let inbox = env.ids.inbox.clone();
     let total: u64 = 1000;
     let messages: Vec<OutgoingMessage> = (0..total)
@@ -92,6 +94,7 @@ async fn starts_waits_for_config_and_stops_on_sigterm() {
 
 async fn kill_9_while_mail_flows_then_restart_gives_exactly_one_article_each(db: Db) {
     let mut env = Env::new(db).await;
+    env.extra_toml = "batch_size = 100".into();
     let inbox = env.ids.inbox.clone();
     let total: u64 = 2000;
     let messages = (0..total).map(|i| {
