@@ -250,7 +250,7 @@ pub(crate) async fn poll(
             moved_to: Some(OVERSIZED_FOLDER),
         });
     }
-    let mut outbox: Outbox<'_, u32> = Outbox::resume(broker, window, state.carried.take());
+    let mut outbox: Outbox<'_, u32> = Outbox::resume(broker, &settings.id, window, state.carried.take());
     let mut flagged = Vec::new();
     let sized = started.elapsed();
     let result =
@@ -387,10 +387,9 @@ async fn fetch_and_publish(
         {
             if let Some(body) = fetch_chunked(&mut conn.session, uid, size, t).await? {
                 let source = SourceId::imap(&settings.id, validity, uid);
-                let msg = outbox_msg(outbox, &source, settings, body);
                 let all = room.num_permits();
                 if let Some(part) = room.split(all) {
-                    outbox.send(uid, part, msg).await;
+                    outbox.send_mail(uid, part, &source, body).await;
                 }
             }
         } else {
@@ -421,13 +420,11 @@ async fn fetch_and_publish(
                     // The server sent more than RFC822.SIZE said: publish it on the rest.
                     let part = outbox.reserve(body.len() as u64).await;
                     let source = SourceId::imap(&settings.id, validity, uid);
-                    let msg = outbox_msg(outbox, &source, settings, body);
-                    outbox.send(uid, part, msg).await;
+                    outbox.send_mail(uid, part, &source, body).await;
                     continue;
                 };
                 let source = SourceId::imap(&settings.id, validity, uid);
-                let msg = outbox_msg(outbox, &source, settings, body);
-                outbox.send(uid, part, msg).await;
+                outbox.send_mail(uid, part, &source, body).await;
             }
         }
         drop(room);
@@ -439,15 +436,6 @@ async fn fetch_and_publish(
         }
     }
     Ok(())
-}
-
-fn outbox_msg(
-    outbox: &Outbox<'_, u32>,
-    source: &SourceId,
-    settings: &BoxSettings,
-    body: Bytes,
-) -> deskmail_mq::OutgoingMessage {
-    outbox.broker().raw_mail(source, &settings.id, body)
 }
 
 /// `UID FETCH uid (BODY.PEEK[]<offset.CHUNK>)` until the whole mail is in; `None` when the

@@ -73,7 +73,7 @@ pub(crate) async fn poll(
         }
         todo.push((entry.id, entry.uid, size));
     }
-    let mut outbox: Outbox<'_, (u32, String)> = Outbox::new(broker, window);
+    let mut outbox: Outbox<'_, (u32, String)> = Outbox::new(broker, &settings.id, window);
     let mut failed: Option<ConnError> = None;
     for (id, uid, size) in todo {
         if cancel.is_cancelled() {
@@ -109,8 +109,7 @@ pub(crate) async fn poll(
             }
         };
         let source = SourceId::pop3(&settings.id, &uid);
-        let msg = broker.raw_mail(&source, &settings.id, Bytes::from(body));
-        outbox.send((id, uid), room, msg).await;
+        outbox.send_mail((id, uid), room, &source, Bytes::from(body)).await;
     }
     outbox.settle_all().await;
     let confirmed = outbox.take_confirmed();

@@ -13,6 +13,7 @@ use deskmail_mq::topology::routing_keys;
 use deskmail_mq::{MqError, OutgoingMessage, PendingConfirm, Publisher, Topology};
 use futures::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 /// The broker side every mailbox task shares.
 #[derive(Debug)]
@@ -84,6 +85,8 @@ impl<K> std::fmt::Debug for Carried<K> {
 /// One poll's publishes in flight, oldest first, with the key (UID, UIDL) of each mail.
 pub(crate) struct Outbox<'a, K> {
     broker: &'a Broker,
+    /// The mailbox's configd id (metric label).
+    mailbox_id: &'a str,
     window: usize,
     inflight: Inflight<K>,
     confirmed: Vec<K>,
@@ -91,9 +94,10 @@ pub(crate) struct Outbox<'a, K> {
 }
 
 impl<'a, K> Outbox<'a, K> {
-    pub(crate) fn new(broker: &'a Broker, window: usize) -> Self {
+    pub(crate) fn new(broker: &'a Broker, mailbox_id: &'a str, window: usize) -> Self {
         Self {
             broker,
+            mailbox_id,
             window: window.max(1),
             inflight: VecDeque::new(),
             confirmed: Vec::new(),
@@ -102,8 +106,13 @@ impl<'a, K> Outbox<'a, K> {
     }
 
     /// An outbox that goes on with what a capped poll left in flight.
-    pub(crate) fn resume(broker: &'a Broker, window: usize, carried: Option<Carried<K>>) -> Self {
-        let mut outbox = Self::new(broker, window);
+    pub(crate) fn resume(
+        broker: &'a Broker,
+        mailbox_id: &'a str,
+        window: usize,
+        carried: Option<Carried<K>>,
+    ) -> Self {
+        let mut outbox = Self::new(broker, mailbox_id, window);
         if let Some(c) = carried {
             outbox.inflight = c.inflight;
         }
@@ -115,9 +124,21 @@ impl<'a, K> Outbox<'a, K> {
         Carried { inflight: self.inflight }
     }
 
-    /// The shared broker side.
-    pub(crate) fn broker(&self) -> &'a Broker {
-        self.broker
+    /// Publishes one mail just downloaded from the server (counted as fetched), as the
+    /// raw-mail message of `source`, inside a `mail` span carrying the source id and the
+    /// mailbox id.
+    pub(crate) async fn send_mail(
+        &mut self,
+        key: K,
+        room: OwnedSemaphorePermit,
+        source: &SourceId,
+        body: Bytes,
+    ) {
+        deskmail_telemetry::fetcher::mail_fetched(self.mailbox_id);
+        let span = tracing::info_span!("mail", source_id = %source, mailbox_id = %self.mailbox_id);
+        span.in_scope(|| tracing::debug!(size = body.len(), "Mail fetched; publishing."));
+        let msg = self.broker.raw_mail(source, self.mailbox_id, body);
+        self.send(key, room, msg).instrument(span).await;
     }
 
     /// Takes room for `size` bytes of mail before it is fetched. While the room is taken by
@@ -170,7 +191,10 @@ impl<'a, K> Outbox<'a, K> {
 
     fn record(&mut self, key: K, outcome: Result<(), MqError>) {
         match outcome {
-            Ok(()) => self.confirmed.push(key),
+            Ok(()) => {
+                deskmail_telemetry::fetcher::mail_published(self.mailbox_id);
+                self.confirmed.push(key);
+            }
             Err(e) => {
                 if self.failure.is_none() {
                     self.failure = Some(e);

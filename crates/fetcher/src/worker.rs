@@ -12,6 +12,7 @@ use deskmail_proto::v1 as pb;
 use deskmail_runtime::CancellationToken;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::Instrument;
 
 use crate::config::FetchConfig;
 use crate::imap::{ImapConn, ImapState};
@@ -90,6 +91,7 @@ pub(crate) async fn run_mailbox(
     if let Some(p) = previous {
         let _ = p.await;
     }
+    deskmail_telemetry::fetcher::init_mailbox(&mailbox.id);
     let settings = match BoxSettings::from_pb(&mailbox, shared.fetch.command_timeout) {
         Ok(s) => s,
         Err(p) => {
@@ -149,15 +151,25 @@ impl Task {
                 p = shared.polls.acquire() => p,
                 _ = cancel.cancelled() => break,
             };
+            let span = tracing::info_span!(
+                "poll",
+                mailbox_id = %self.settings.id,
+                mailbox = %self.settings.name,
+                protocol = match self.settings.proto { Proto::Imap => "imap", Proto::Pop3 => "pop3" },
+            );
+            let started = Instant::now();
             let result = match self.settings.proto {
-                Proto::Imap => self.poll_imap(&mut imap, &mut imap_state, cancel).await,
-                Proto::Pop3 => self.poll_pop3(&mut pop_state, cancel).await,
+                Proto::Imap => {
+                    self.poll_imap(&mut imap, &mut imap_state, cancel).instrument(span.clone()).await
+                }
+                Proto::Pop3 => self.poll_pop3(&mut pop_state, cancel).instrument(span.clone()).await,
             };
+            deskmail_telemetry::fetcher::poll_duration(&self.settings.id, started.elapsed());
             drop(permit);
             let next = match result {
                 Ok(outcome) => {
                     failures = 0;
-                    self.succeeded(&outcome).await;
+                    self.succeeded(&outcome).instrument(span.clone()).await;
                     if outcome.more {
                         Next::Now
                     } else if imap.as_ref().is_some_and(ImapConn::has_idle) {
@@ -174,7 +186,7 @@ impl Task {
                     imap_state.session_lost();
                     let delay =
                         backoff(failures, self.shared.fetch.retry_initial, self.shared.fetch.retry_max);
-                    self.failed(&e, failures, delay).await;
+                    self.failed(&e, failures, delay).instrument(span.clone()).await;
                     Next::Wait(delay)
                 }
             };
@@ -308,6 +320,7 @@ impl Task {
         for o in &outcome.oversized {
             let key = o.source.to_string();
             if self.reported_oversized.insert(key.clone()) {
+                deskmail_telemetry::fetcher::mail_oversized(&self.settings.id);
                 tracing::warn!(mailbox = %self.settings.name, source_id = %key, size = o.size, limit = o.limit, "Mail over the size limit left on the server.");
                 self.shared
                     .broker
@@ -358,6 +371,7 @@ impl Task {
                 o.access = None;
             }
         }
+        deskmail_telemetry::fetcher::poll_error(&self.settings.id, reason);
         tracing::warn!(mailbox = %self.settings.name, reason = %reason, failures, retry_in = ?delay, error = %e, "Poll failed.");
         self.report(pb::MailboxState::Error, Some(reason), e.message(), 0);
     }

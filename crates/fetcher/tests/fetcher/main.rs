@@ -10,5 +10,6 @@ mod idle;
 mod leases;
 mod lifecycle;
 mod oauth2;
+mod observability;
 mod oversized;
 mod protocols;
