@@ -34,6 +34,17 @@ impl std::fmt::Debug for ConfigWatcher {
 }
 
 impl ConfigWatcher {
+    /// configd as a readiness check sees it: `Ok` while the Watch stream is open and a
+    /// snapshot is in, else why not. `working` says what the daemon does on its last snapshot
+    /// meanwhile ("polling", "routing", "sending").
+    pub fn readiness(&self, working: &str) -> Result<(), String> {
+        match (self.is_connected(), self.current().is_some()) {
+            (true, true) => Ok(()),
+            (_, false) => Err("no config from configd yet".to_owned()),
+            (false, true) => Err(format!("config watch disconnected; {working} on the last snapshot")),
+        }
+    }
+
     /// Starts following configd until `shutdown` is cancelled.
     pub fn spawn(client: ConfigClient, shutdown: CancellationToken) -> Self {
         let (tx, rx) = watch::channel(None);

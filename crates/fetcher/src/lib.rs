@@ -73,14 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Fetc
     let telemetry = Telemetry::start(&config.metrics, "deskmail-fetcher", &shutdown).await?;
     let background = CancellationToken::new();
     let _watchdog = deskmail_runtime::notify::spawn_watchdog(background.clone());
-    let stopping = shutdown.clone();
-    let stopping_until = background.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stopping.cancelled() => deskmail_runtime::notify::stopping(),
-            () = stopping_until.cancelled() => {}
-        }
-    });
+    deskmail_runtime::notify::spawn_stopping_on(shutdown.clone(), background.clone());
     let result = run_with(&config, &telemetry.readiness(), &shutdown, &background).await;
     background.cancel();
     telemetry.stop().await;
@@ -253,10 +246,9 @@ fn spawn_configd_check(
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match (watcher.is_connected(), watcher.current().is_some()) {
-                (true, true) => flag.set_ready(),
-                (true, false) | (false, false) => flag.set_unready("no config from configd yet"),
-                (false, true) => flag.set_unready("config watch disconnected; polling on the last snapshot"),
+            match watcher.readiness("polling") {
+                Ok(()) => flag.set_ready(),
+                Err(why) => flag.set_unready(why),
             }
         }
     })

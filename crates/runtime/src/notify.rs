@@ -129,6 +129,17 @@ pub fn stopping() {
     log_failure("STOPPING=1", Notifier::from_env().stopping());
 }
 
+/// Sends [`stopping`] the moment `shutdown` is cancelled (the first SIGTERM/SIGINT), unless
+/// `done` is cancelled first (the daemon ended on its own).
+pub fn spawn_stopping_on(shutdown: CancellationToken, done: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown.cancelled() => stopping(),
+            () = done.cancelled() => {}
+        }
+    })
+}
+
 fn log_failure(what: &str, result: io::Result<()>) {
     if let Err(e) = result {
         tracing::warn!(error = %e, notification = what, "Cannot notify systemd.");

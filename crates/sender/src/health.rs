@@ -110,10 +110,9 @@ pub fn spawn_configd(watcher: &ConfigWatcher, flag: ReadyFlag, shutdown: Cancell
                     }
                 }
             }
-            match (current.is_some(), watcher.is_connected()) {
-                (_, true) if current.is_some() => flag.set_ready(),
-                (false, _) => flag.set_unready("waiting for the first config snapshot"),
-                _ => flag.set_unready("Watch stream to configd disconnected; serving the last snapshot"),
+            match watcher.readiness("sending") {
+                Ok(()) => flag.set_ready(),
+                Err(why) => flag.set_unready(why),
             }
         }
     });

@@ -71,13 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Send
     let flags = health::Flags::register(telemetry.readiness());
     let _watchdog = deskmail_runtime::notify::spawn_watchdog(shutdown.clone());
     let finished = CancellationToken::new();
-    let (signal, done) = (shutdown.clone(), finished.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            () = signal.cancelled() => deskmail_runtime::notify::stopping(),
-            () = done.cancelled() => {}
-        }
-    });
+    deskmail_runtime::notify::spawn_stopping_on(shutdown.clone(), finished.clone());
     let outcome = serve(&config, &shutdown, flags).await;
     finished.cancel();
     telemetry.stop().await;
