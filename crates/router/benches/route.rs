@@ -12,8 +12,10 @@
 //!
 //! `cargo bench -p deskmail-router --bench route`; `ROUTE_BENCH_MAILS=N` changes the count,
 //! `ROUTE_BENCH_ROUNDS=N` runs N rounds and prints the medians, `ROUTE_BENCH_STORES=pg` or
-//! `sqlite` runs one store only, `ROUTE_BENCH_PG_TCP=1` connects to PostgreSQL over TCP
-//! instead of its Unix socket.
+//! `sqlite` runs one store only, `ROUTE_BENCH_PG_SOCKET=1` connects to PostgreSQL over its
+//! Unix socket instead of TCP (127.0.0.1, as a remote PostgreSQL would be reached),
+//! `ROUTE_BENCH_PREFETCH=N` sets the router's `amqp.prefetch` (default 400),
+//! `ROUTE_BENCH_ROUTER_TOML='batch_bytes = 2097152'` adds top-level router settings.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -111,11 +113,11 @@ async fn tickets_db(db: Db) -> TicketsDb {
         },
         Db::Postgres => {
             let pg = deskmail_testkit::pg::Database::create("routebench").await.unwrap();
-            // The database is on this machine: its Unix socket, as a local deployment would
-            // connect (over TCP sqlx 0.9.0 leaves Nagle on: about 40 ms per multi-row
-            // statement). ROUTE_BENCH_PG_TCP=1 measures TCP instead.
-            let url = match (std::env::var("ROUTE_BENCH_PG_TCP"), pg.url().rsplit_once('/')) {
-                (Err(_), Some((server, db))) => {
+            // TCP to 127.0.0.1, the path a remote PostgreSQL takes (with the workspace's
+            // sqlx-core patch setting TCP_NODELAY, see vendor/README.md).
+            // ROUTE_BENCH_PG_SOCKET=1 measures its Unix socket instead.
+            let url = match (std::env::var("ROUTE_BENCH_PG_SOCKET"), pg.url().rsplit_once('/')) {
+                (Ok(_), Some((server, db))) => {
                     let user = server.trim_start_matches("postgres://").split('@').next().unwrap_or("root");
                     format!("postgres://{user}@localhost/{db}?host=/var/run/postgresql")
                 }
@@ -205,12 +207,15 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
     let results = publisher.publish_all(mails.iter().enumerate().map(|(i, m)| message(i, m, "bench"))).await;
     assert!(results.iter().all(Result::is_ok));
 
+    let prefetch: u32 =
+        std::env::var("ROUTE_BENCH_PREFETCH").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("router.toml");
     std::fs::write(
         &config,
         format!(
-            "[amqp]\nurl = \"{}\"\nprefetch = 1024\n[database]\nurl = \"{}\"\n[log]\nlevel = \"info\"\n{}",
+            "{}[amqp]\nurl = \"{}\"\nprefetch = {prefetch}\n[database]\nurl = \"{}\"\n[log]\nlevel = \"info\"\n{}",
+            std::env::var("ROUTE_BENCH_ROUTER_TOML").map(|t| t.replace("\\n", "\n") + "\n").unwrap_or_default(),
             vhost.amqp_url(),
             tdb.url,
             configd.config_service_toml()
@@ -329,7 +334,7 @@ fn main() {
         let n: usize = std::env::var("ROUTE_BENCH_MAILS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
         let rounds: usize = std::env::var("ROUTE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
         let stores = std::env::var("ROUTE_BENCH_STORES").unwrap_or_default();
-        let pg_via = if std::env::var("ROUTE_BENCH_PG_TCP").is_ok() { "TCP 127.0.0.1" } else { "Unix socket" };
+        let pg_via = if std::env::var("ROUTE_BENCH_PG_SOCKET").is_ok() { "Unix socket" } else { "TCP 127.0.0.1" };
         let mails = generate(n);
         let bytes: usize = mails.iter().map(|m| m.raw.len()).sum();
         println!(

@@ -49,6 +49,8 @@ pub struct Committer<'a> {
     pub database: ReadyFlag,
     /// Outbox rows the broker confirmed, deleted in the next batch's transaction.
     pub published: Vec<String>,
+    /// The batch committed last, not yet published and acked.
+    pub pending: Option<Committed>,
 }
 
 /// The batch could not be settled now; its deliveries stay unacked and go back to the queue.
@@ -63,82 +65,81 @@ struct Meta {
     no_auto_reply: Option<&'static str>,
 }
 
+/// A committed batch whose messages are not yet confirmed and whose deliveries are not
+/// yet acked.
+pub struct Committed {
+    outcome: BatchOutcome,
+    meta: Vec<Meta>,
+    counted: Vec<bool>,
+    // (delivery, reason, mailbox id)
+    dead: Vec<(Delivery, String, Option<String>)>,
+    last_tag: u64,
+    timing: crate::worker::CollectTiming,
+    n: u64,
+    span: tracing::Span,
+}
+
 impl Committer<'_> {
-    /// Commits, publishes and acks one batch, inside a `batch` span.
+    /// Commits `batch` while the batch committed before it (if any) is published and acked,
+    /// then keeps `batch` as the one to publish next ([`Committer::flush`] publishes it).
+    /// Acks stay in order and each only follows its own batch's commit and confirms.
     pub async fn settle(&mut self, batch: Batch) -> Result<(), RouterError> {
         let span = tracing::info_span!("batch", mails = batch.mails.len(), last_tag = batch.last_tag);
-        self.settle_inner(batch).instrument(span).await
+        let previous = self.pending.take();
+        let Committer { store, publisher, acker, topology, shutdown, database, published, .. } = self;
+        let outlet = Outlet { publisher, acker, topology };
+        let writer = Writer { store, shutdown, database };
+        let commit = writer.commit(batch, published, span);
+        let publish = async {
+            match &previous {
+                Some(c) => outlet.publish_and_ack(c).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (committed, settled) = tokio::join!(commit, publish);
+        let settled = settled?;
+        let mut committed = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                if let (Some(c), Some(times)) = (previous, settled) {
+                    self.finish(c, times);
+                }
+                return Err(e);
+            }
+        };
+        if let (Some(c), Some(times)) = (previous, settled) {
+            // A duplicate in this batch of a mail of the previous one found its outbox rows
+            // while they were being published: they are confirmed now, not to be sent twice.
+            let done: std::collections::HashSet<&str> =
+                c.outcome.outbox.iter().map(|r| r.id.as_str()).collect();
+            committed.outcome.outbox.retain(|r| !done.contains(r.id.as_str()));
+            self.finish(c, times);
+        }
+        self.pending = Some(committed);
+        Ok(())
     }
 
-    async fn settle_inner(&mut self, batch: Batch) -> Result<(), RouterError> {
-        let Batch { mails, rules, last_tag, timing } = batch;
-        let n = mails.len() as u64;
-        // (delivery, reason, mailbox id)
-        let mut dead: Vec<(Delivery, String, Option<String>)> = Vec::new();
-        let mut deliveries = Vec::with_capacity(mails.len());
-        let mut items = Vec::with_capacity(mails.len());
-        let mut meta = Vec::with_capacity(mails.len());
-        for m in mails {
-            match &m.item.plan {
-                Plan::Dead { reason } => {
-                    let reason = reason.clone();
-                    dead.push((m.delivery, reason, m.item.mailbox_id));
-                }
-                plan => {
-                    meta.push(Meta {
-                        source_id: m.item.source_id.clone(),
-                        mailbox_id: m.item.mailbox_id.clone(),
-                        arrived: m.arrived,
-                        no_auto_reply: match plan {
-                            Plan::Article(p) => p.no_auto_reply,
-                            _ => None,
-                        },
-                    });
-                    deliveries.push(m.delivery);
-                    items.push(m.item);
-                }
-            }
+    /// Publishes and acks the batch committed last, if any.
+    pub async fn flush(&mut self) -> Result<(), RouterError> {
+        if let Some(c) = self.pending.take() {
+            let outlet = Outlet { publisher: self.publisher, acker: &self.acker, topology: self.topology };
+            let times = outlet.publish_and_ack(&c).await?;
+            self.finish(c, times);
         }
-        let (outcome, refused) = match self.commit_resilient(&items, &rules).await {
-            Ok(r) => r,
-            Err(Abandoned) => return Err(RouterError::Abandoned),
-        };
-        // The rows are written: the batch's bytes are no longer needed.
-        drop(items);
-        // A mail the database refused alone is a dead letter, not an outcome.
-        let mut counted = vec![true; meta.len()];
-        for (i, why) in refused {
-            if let (Some(d), Some(m)) = (deliveries.get(i), meta.get(i)) {
-                let reason = format!("the tickets database refused this mail: {why}");
-                dead.push((d.clone(), reason, m.mailbox_id.clone()));
-            }
-            if let Some(c) = counted.get_mut(i) {
-                *c = false;
-            }
-        }
-        self.count(&outcome, &meta, &counted);
+        Ok(())
+    }
 
-        // Events are published not-mandatory: nobody may be listening, and that is fine.
-        let publish_start = Instant::now();
-        let mut messages: Vec<(OutgoingMessage, bool)> =
-            outcome.outbox.iter().map(|row| (self.message(row), row.target == TARGET_EVENTS)).collect();
-        for (d, reason, ..) in &dead {
-            messages.push((dead_letter(self.topology, d, reason), false));
-        }
-        self.publish_confirmed(messages).await?;
-        let publish_time = publish_start.elapsed();
-        for (d, reason, mailbox) in &dead {
-            let span = mail_span(&crate::worker::source_id_of(d), mailbox.as_deref(), d.redelivered());
-            span.in_scope(|| tracing::warn!(%reason, "Dead-lettered."));
-        }
+    /// Whether a committed batch waits for its publish and ack.
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Books a batch that is committed, published and acked.
+    fn finish(&mut self, c: Committed, (publish_time, ack_time): (Duration, Duration)) {
+        let Committed { outcome, meta, counted, dead, timing, n, span, .. } = c;
+        let _entered = span.enter();
         self.stats.dead_lettered += dead.len() as u64;
         self.published.extend(outcome.outbox.iter().map(|r| r.id.clone()));
-        let ack_start = Instant::now();
-        if last_tag > 0 {
-            self.acker.ack_up_to(last_tag).await?;
-        }
-        let ack_time = ack_start.elapsed();
-
         // Acked: now the mails count as routed.
         let jobs = outcome.outbox.iter().filter(|r| r.target == TARGET_OUTBOUND).count();
         for _ in 0..jobs {
@@ -158,6 +159,7 @@ impl Committer<'_> {
         for _ in &dead {
             metrics::mail_dead_lettered();
         }
+        self.count(&outcome, &meta, &counted);
 
         let p = &mut self.stats.phases;
         p.batches += 1;
@@ -180,16 +182,64 @@ impl Committer<'_> {
             publish_ms = publish_time.as_millis(),
             "Batch settled."
         );
-        Ok(())
     }
 
     /// Deletes the outbox rows of confirmed messages not yet deleted with a later batch
     /// (at the end of a session). A failure only leaves rows a later redelivery republishes.
     pub async fn flush_published(&mut self) {
-        let ids = std::mem::take(&mut self.published);
-        if let Err(e) = self.store.outbox_done(&ids).await {
-            tracing::warn!(error = %e, "Could not clear the outbox after publishing.");
+        flush_published(self.store, &mut self.published).await;
+    }
+
+    fn count(&mut self, o: &BatchOutcome, meta: &[Meta], counted: &[bool]) {
+        for ((outcome, m), _) in o.outcomes.iter().zip(meta).zip(counted).filter(|(_, c)| **c) {
+            match outcome {
+                Outcome::Created { .. } => self.stats.created += 1,
+                Outcome::FollowUp { .. } => self.stats.followups += 1,
+                Outcome::Ignored { reason } => {
+                    let span = mail_span(&m.source_id, m.mailbox_id.as_deref(), false);
+                    span.in_scope(|| tracing::info!(%reason, "Mail ignored (no ticket)."));
+                    self.stats.ignored += 1;
+                }
+                Outcome::Duplicate => self.stats.duplicates += 1,
+            }
         }
+        self.stats.auto_replies_over_limit += o.auto_replies_over_limit as u64;
+    }
+}
+
+/// The broker side of settling: publishing with confirms and acking.
+struct Outlet<'b> {
+    publisher: &'b Publisher,
+    acker: &'b Acker,
+    topology: &'b Topology,
+}
+
+impl Outlet<'_> {
+    /// Publishes a committed batch's messages (events not mandatory: nobody may be
+    /// listening, and that is fine) and dead letters, waits for every confirm, then acks the
+    /// batch. Returns the publish and ack times.
+    async fn publish_and_ack(&self, c: &Committed) -> Result<(Duration, Duration), RouterError> {
+        self.publish_and_ack_inner(c).instrument(c.span.clone()).await
+    }
+
+    async fn publish_and_ack_inner(&self, c: &Committed) -> Result<(Duration, Duration), RouterError> {
+        let publish_start = Instant::now();
+        let mut messages: Vec<(OutgoingMessage, bool)> =
+            c.outcome.outbox.iter().map(|row| (self.message(row), row.target == TARGET_EVENTS)).collect();
+        for (d, reason, ..) in &c.dead {
+            messages.push((dead_letter(self.topology, d, reason), false));
+        }
+        self.publish_confirmed(messages).await?;
+        let publish_time = publish_start.elapsed();
+        for (d, reason, mailbox) in &c.dead {
+            let span = mail_span(&crate::worker::source_id_of(d), mailbox.as_deref(), d.redelivered());
+            span.in_scope(|| tracing::warn!(%reason, "Dead-lettered."));
+        }
+        let ack_start = Instant::now();
+        if c.last_tag > 0 {
+            self.acker.ack_up_to(c.last_tag).await?;
+        }
+        Ok((publish_time, ack_start.elapsed()))
     }
 
     /// Publishes with at most the publisher's window of confirms in flight; every confirm
@@ -229,22 +279,6 @@ impl Committer<'_> {
         }
     }
 
-    fn count(&mut self, o: &BatchOutcome, meta: &[Meta], counted: &[bool]) {
-        for ((outcome, m), _) in o.outcomes.iter().zip(meta).zip(counted).filter(|(_, c)| **c) {
-            match outcome {
-                Outcome::Created { .. } => self.stats.created += 1,
-                Outcome::FollowUp { .. } => self.stats.followups += 1,
-                Outcome::Ignored { reason } => {
-                    let span = mail_span(&m.source_id, m.mailbox_id.as_deref(), false);
-                    span.in_scope(|| tracing::info!(%reason, "Mail ignored (no ticket)."));
-                    self.stats.ignored += 1;
-                }
-                Outcome::Duplicate => self.stats.duplicates += 1,
-            }
-        }
-        self.stats.auto_replies_over_limit += o.auto_replies_over_limit as u64;
-    }
-
     fn message(&self, row: &outbox::Model) -> OutgoingMessage {
         let exchange = if row.target == TARGET_OUTBOUND {
             self.topology.outbound_exchange()
@@ -255,23 +289,89 @@ impl Committer<'_> {
             .content_type("application/json")
             .message_id(row.message_id.clone())
     }
+}
+
+/// The database side of settling.
+struct Writer<'b> {
+    store: &'b Store,
+    shutdown: &'b CancellationToken,
+    database: &'b ReadyFlag,
+}
+
+impl Writer<'_> {
+    /// Commits one batch (deleting the outbox rows in `published` with it); the mails the
+    /// database refused alone become dead letters.
+    async fn commit(
+        &self,
+        batch: Batch,
+        published: &mut Vec<String>,
+        span: tracing::Span,
+    ) -> Result<Committed, RouterError> {
+        let Batch { mails, rules, last_tag, timing } = batch;
+        let n = mails.len() as u64;
+        let mut dead: Vec<(Delivery, String, Option<String>)> = Vec::new();
+        let mut deliveries = Vec::with_capacity(mails.len());
+        let mut items = Vec::with_capacity(mails.len());
+        let mut meta = Vec::with_capacity(mails.len());
+        for m in mails {
+            match &m.item.plan {
+                Plan::Dead { reason } => {
+                    let reason = reason.clone();
+                    dead.push((m.delivery, reason, m.item.mailbox_id));
+                }
+                plan => {
+                    meta.push(Meta {
+                        source_id: m.item.source_id.clone(),
+                        mailbox_id: m.item.mailbox_id.clone(),
+                        arrived: m.arrived,
+                        no_auto_reply: match plan {
+                            Plan::Article(p) => p.no_auto_reply,
+                            _ => None,
+                        },
+                    });
+                    deliveries.push(m.delivery);
+                    items.push(m.item);
+                }
+            }
+        }
+        let (outcome, refused) =
+            match self.commit_resilient(&items, &rules, published).instrument(span.clone()).await {
+                Ok(r) => r,
+                Err(Abandoned) => return Err(RouterError::Abandoned),
+            };
+        // The rows are written: the batch's bytes are no longer needed.
+        drop(items);
+        // A mail the database refused alone is a dead letter, not an outcome.
+        let mut counted = vec![true; meta.len()];
+        for (i, why) in refused {
+            if let (Some(d), Some(m)) = (deliveries.get(i), meta.get(i)) {
+                let reason = format!("the tickets database refused this mail: {why}");
+                dead.push((d.clone(), reason, m.mailbox_id.clone()));
+            }
+            if let Some(c) = counted.get_mut(i) {
+                *c = false;
+            }
+        }
+        Ok(Committed { outcome, meta, counted, dead, last_tag, timing, n, span })
+    }
 
     /// Commits the batch (with the deletion of the outbox rows published before), waiting
     /// out a database outage; when the database refuses the batch, commits the mails one by
     /// one. Returns the merged outcome and the indices of the mails the database refused on
     /// their own.
     async fn commit_resilient(
-        &mut self,
+        &self,
         items: &[Item],
         rules: &crate::rules::Rules,
+        published: &mut Vec<String>,
     ) -> Result<(BatchOutcome, Vec<(usize, String)>), Abandoned> {
         if items.is_empty() {
             return Ok((BatchOutcome::default(), Vec::new()));
         }
         loop {
-            match self.store.commit_with(items, rules, now_micros(), &self.published).await {
+            match self.store.commit_with(items, rules, now_micros(), published).await {
                 Ok(o) => {
-                    self.published.clear();
+                    published.clear();
                     return Ok((o, Vec::new()));
                 }
                 Err(e) => {
@@ -283,7 +383,7 @@ impl Committer<'_> {
                 }
             }
         }
-        self.flush_published().await;
+        flush_published(self.store, published).await;
         let mut merged = BatchOutcome::default();
         let mut refused = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -340,6 +440,15 @@ impl Committer<'_> {
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
+    }
+}
+
+/// Deletes the outbox rows of confirmed messages; a failure only leaves rows a later
+/// redelivery republishes.
+async fn flush_published(store: &Store, published: &mut Vec<String>) {
+    let ids = std::mem::take(published);
+    if let Err(e) = store.outbox_done(&ids).await {
+        tracing::warn!(error = %e, "Could not clear the outbox after publishing.");
     }
 }
 

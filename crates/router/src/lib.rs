@@ -290,9 +290,28 @@ async fn session(
         stats: Stats::default(),
         database: database.clone(),
         published: Vec::new(),
+        pending: None,
     };
     let mut failure = None;
-    while let Some(batch) = rx.recv().await {
+    // A committed batch is published and acked while the next one commits; when no batch
+    // is ready, it is published and acked at once.
+    loop {
+        let batch = if committer.has_pending() {
+            match rx.try_recv() {
+                Ok(b) => Some(b),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Err(e) = committer.flush().await {
+                        failure = Some(e);
+                        break;
+                    }
+                    rx.recv().await
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(batch) = batch else { break };
         if let Err(e) = committer.settle(batch).await {
             failure = Some(e);
             break;
@@ -305,7 +324,7 @@ async fn session(
             while let Some(batch) = rx.recv().await {
                 committer.settle(batch).await?;
             }
-            Ok::<(), RouterError>(())
+            committer.flush().await
         };
         match tokio::time::timeout(config.shutdown_grace, drain).await {
             Ok(Ok(())) => {}
