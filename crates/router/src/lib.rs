@@ -112,14 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
     deskmail_telemetry::router::init();
     let background = CancellationToken::new();
     deskmail_runtime::notify::spawn_watchdog(background.clone());
-    let stopping = shutdown.clone();
-    let stopping_until = background.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stopping.cancelled() => deskmail_runtime::notify::stopping(),
-            () = stopping_until.cancelled() => {}
-        }
-    });
+    deskmail_runtime::notify::spawn_stopping_on(shutdown.clone(), background.clone());
     let result = run_with(&config, &telemetry.readiness(), &shutdown, &background).await;
     background.cancel();
     telemetry.stop().await;

@@ -112,10 +112,9 @@ pub fn spawn_configd_check(
                 () = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match (watcher.is_connected(), watcher.current().is_some()) {
-                (true, _) => flag.set_ready(),
-                (false, true) => flag.set_unready("config watch disconnected; routing on the last snapshot"),
-                (false, false) => flag.set_unready("no config from configd yet"),
+            match watcher.readiness("routing") {
+                Ok(()) => flag.set_ready(),
+                Err(why) => flag.set_unready(why),
             }
         }
     })
