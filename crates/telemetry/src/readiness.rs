@@ -40,9 +40,10 @@ pub struct ReadinessReport {
 }
 
 impl ReadinessReport {
-    /// True when every check is ready (also when there are none).
+    /// True when there is at least one check and every check is ready. With none the daemon
+    /// is still starting (its listener binds before it registers its checks), so not ready.
     pub fn is_ready(&self) -> bool {
-        self.checks.iter().all(|(_, s)| *s == CheckState::Ready)
+        !self.checks.is_empty() && self.checks.iter().all(|(_, s)| *s == CheckState::Ready)
     }
 
     /// The checks that are not ready, with their reasons.
@@ -55,7 +56,7 @@ impl ReadinessReport {
 }
 
 impl Readiness {
-    /// An empty set of checks (ready until a check is registered).
+    /// An empty set of checks (not ready until a check is registered and ready).
     pub fn new() -> Self {
         Self::default()
     }
@@ -86,9 +87,10 @@ impl Readiness {
         ReadinessReport { checks }
     }
 
-    /// True when every registered check is ready.
+    /// True when at least one check is registered and every one is ready.
     pub fn is_ready(&self) -> bool {
-        self.lock().values().all(|c| c.state == CheckState::Ready)
+        let checks = self.lock();
+        !checks.is_empty() && checks.values().all(|c| c.state == CheckState::Ready)
     }
 
     fn set(&self, name: &str, state: CheckState) {
@@ -208,7 +210,7 @@ mod tests {
     #[test]
     fn flags_share_a_name_and_dropping_the_last_turns_unready() {
         let r = Readiness::new();
-        assert!(r.is_ready(), "no checks: ready");
+        assert!(!r.is_ready(), "no checks yet: still starting, not ready");
         let a = r.register("rabbitmq");
         assert!(!r.is_ready());
         a.set_ready();

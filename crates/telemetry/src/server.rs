@@ -67,7 +67,7 @@ pub(crate) fn readyz_body(readiness: &Readiness, shutting_down: bool) -> (bool, 
         };
     }
     if report.checks.is_empty() && !shutting_down {
-        body.push_str("(no readiness checks registered)\n");
+        body.push_str("starting: not ready: no readiness check registered yet\n");
     }
     (ready, body)
 }

@@ -16,8 +16,14 @@ async fn readyz_follows_the_checks_with_reasons() {
         Telemetry::start(&crate::config_on_free_port(), "deskmail-test", &shutdown).await.unwrap();
     let addr = telemetry.local_addr().unwrap();
 
+    // Before the daemon registers its checks it is still starting: not ready.
     let no_checks = get(addr, "/readyz").await.unwrap();
-    assert_eq!(no_checks.status, 200, "{}", no_checks.body);
+    assert_eq!(no_checks.status, 503, "{}", no_checks.body);
+    assert!(
+        no_checks.body.contains("starting: not ready: no readiness check registered yet"),
+        "{}",
+        no_checks.body
+    );
 
     let readiness = telemetry.readiness();
     let rabbit = readiness.register("rabbitmq");
