@@ -162,3 +162,51 @@ pub async fn check_broker_daemon_lifecycle(binary: &Path, example_config: &Path)
     }
     Ok(())
 }
+
+/// The systemd protocol every daemon must speak: started with `config` and a test
+/// `NOTIFY_SOCKET` (and `WATCHDOG_USEC=400000`), it sends `READY=1`, then `WATCHDOG=1` at
+/// least twice, and `STOPPING=1` on SIGTERM before exiting with 0. Returns the messages in the
+/// order they came.
+pub async fn check_sd_notify(binary: &Path, config: &Path, dir: &Path) -> anyhow::Result<Vec<String>> {
+    use std::os::unix::net::UnixDatagram;
+    let path = dir.join("notify.sock");
+    let socket = Arc::new(UnixDatagram::bind(&path).context("binding the notify socket")?);
+    socket.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let config = config.to_str().context("config path is not UTF-8")?;
+    let notify = path.to_str().context("socket path is not UTF-8")?;
+    let mut daemon = DaemonProcess::spawn(
+        binary,
+        &["--config", config],
+        &[("NOTIFY_SOCKET", notify), ("WATCHDOG_USEC", "400000")],
+    )?;
+    let recv = |socket: Arc<UnixDatagram>| async move {
+        tokio::task::spawn_blocking(move || {
+            let mut buf = [0u8; 512];
+            let n = socket.recv(&mut buf).context("no notification within 60 s")?;
+            anyhow::Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .await
+        .context("notify reader task")?
+    };
+    let mut seen: Vec<String> = Vec::new();
+    while !seen.iter().any(|m| m.contains("READY=1")) {
+        seen.push(recv(socket.clone()).await.with_context(|| daemon.log().join("\n"))?);
+    }
+    while seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() < 2 {
+        seen.push(recv(socket.clone()).await?);
+    }
+    daemon.signal("TERM")?;
+    while !seen.iter().any(|m| m.contains("STOPPING=1")) {
+        seen.push(recv(socket.clone()).await?);
+    }
+    let status = daemon.wait(Duration::from_secs(30))?;
+    if !status.success() {
+        bail!("exited with {status}; log:\n{}", daemon.log().join("\n"));
+    }
+    let ready = seen.iter().position(|m| m.contains("READY=1"));
+    let stopping = seen.iter().position(|m| m.contains("STOPPING=1"));
+    if ready >= stopping {
+        bail!("STOPPING before READY: {seen:?}");
+    }
+    Ok(seen)
+}
