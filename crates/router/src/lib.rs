@@ -228,20 +228,7 @@ fn add(total: &mut Stats, s: &Stats) {
     total.duplicates += s.duplicates;
     total.dead_lettered += s.dead_lettered;
     total.auto_replies_over_limit += s.auto_replies_over_limit;
-    let (t, p) = (&mut total.phases, &s.phases);
-    t.batches += p.batches;
-    t.mails += p.mails;
-    t.collect += p.collect;
-    t.parse += p.parse;
-    t.dispatch += p.dispatch;
-    t.plan_wall += p.plan_wall;
-    t.insert += p.insert;
-    t.commit += p.commit;
-    t.publish += p.publish;
-    t.ack += p.ack;
-    for (t, d) in t.steps.iter_mut().zip(p.steps) {
-        *t += d;
-    }
+    total.phases += s.phases;
 }
 
 /// Consumes until shutdown or a broker error.

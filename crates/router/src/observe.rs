@@ -63,6 +63,24 @@ pub struct Phases {
     pub steps: [Duration; crate::store::WRITE_STEPS.len()],
 }
 
+impl std::ops::AddAssign for Phases {
+    fn add_assign(&mut self, p: Phases) {
+        self.batches += p.batches;
+        self.mails += p.mails;
+        self.collect += p.collect;
+        self.parse += p.parse;
+        self.dispatch += p.dispatch;
+        self.plan_wall += p.plan_wall;
+        self.insert += p.insert;
+        self.commit += p.commit;
+        self.publish += p.publish;
+        self.ack += p.ack;
+        for (t, d) in self.steps.iter_mut().zip(p.steps) {
+            *t += d;
+        }
+    }
+}
+
 impl Phases {
     /// Logs the profile at INFO, in milliseconds per phase and microseconds per mail.
     pub fn log(&self) {
