@@ -3,6 +3,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
+# Where cargo puts the debug binaries (CARGO_TARGET_DIR moves them).
+BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/debug
+
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -15,13 +18,13 @@ build: ## Build every daemon and deskmailctl
 	$(CARGO) build --workspace --bins
 
 run: services build ## Start the whole system on the embedded defaults (Ctrl-C stops it)
-	@scripts/run.sh
+	@BIN=$(BIN_DIR) scripts/run.sh
 
 demo: services build ## The round trip by itself: customer mail -> ticket -> auto-reply -> reply -> follow-up
-	@scripts/demo.sh
+	@BIN=$(BIN_DIR) scripts/demo.sh
 
 deploy-check: build ## Validate deploy/ (systemd-analyze verify, compose config, Kubernetes schemas, daemon configs)
-	REQUIRE_BINARIES=1 scripts/validate-deploy.sh
+	REQUIRE_BINARIES=1 DESKMAIL_BIN_DIR=$(BIN_DIR) scripts/validate-deploy.sh
 
 test: services ## Run every test against real services
 ifeq ($(NEXTEST),yes)

@@ -6,8 +6,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export RUN_DIR=${RUN_DIR:-$ROOT}
 mkdir -p "$RUN_DIR/var/log"
+export BIN=${BIN:-$ROOT/target/debug}
 endpoint=http://127.0.0.1:${RUN_PORT_BASE:-50051}
-up() { DESKMAILCTL_ENDPOINT=$endpoint "$ROOT/target/debug/deskmailctl" -c "$ROOT/config/deskmailctl.example.toml" health >/dev/null 2>&1; }
+up() { DESKMAILCTL_ENDPOINT=$endpoint "$BIN/deskmailctl" -c "$ROOT/config/deskmailctl.example.toml" health >/dev/null 2>&1; }
 
 run_pid=
 if up && [ -s "$RUN_DIR/var/demo-mail.env" ]; then
