@@ -18,19 +18,13 @@ pub fn spawn_store_check(
     database: ReadyFlag,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match check(&state).await {
-                Ok(()) => database.set_ready(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "The config store does not answer.");
-                    database.set_unready(e);
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(CHECK_INTERVAL) => {}
-            }
+    database.spawn_probe(CHECK_INTERVAL, shutdown, move || {
+        let state = state.clone();
+        async move {
+            check(&state).await.map_err(|e| {
+                tracing::warn!(error = %e, "The config store does not answer.");
+                e.to_string()
+            })
         }
     })
 }

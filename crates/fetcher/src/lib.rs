@@ -28,7 +28,7 @@ pub use config::{Config, FetchConfig};
 use deskmail_configclient::{ConfigClient, ConfigWatcher, holder_id};
 use deskmail_mq::{MqError, Topology};
 use deskmail_runtime::CancellationToken;
-use deskmail_telemetry::{Readiness, ReadyFlag, Telemetry, TelemetryError};
+use deskmail_telemetry::{Readiness, Telemetry, TelemetryError};
 pub use imap::OVERSIZED_FOLDER;
 
 use crate::publish::Broker;
@@ -90,7 +90,11 @@ async fn run_with(
     let client = ConfigClient::new(&config.config_service)?;
     let holder = holder_id("deskmail-fetcher");
     let watcher = ConfigWatcher::spawn(client.clone(), shutdown.clone());
-    spawn_configd_check(watcher.clone(), readiness.register("configd"), CHECK_EVERY, background.clone());
+    // Ready while the config Watch stream is open; polling goes on from the last snapshot.
+    let configd = watcher.clone();
+    readiness.register("configd").spawn_probe(CHECK_EVERY, background.clone(), move || {
+        std::future::ready(configd.readiness("polling"))
+    });
     let mut delay = FIRST_RECONNECT_DELAY;
     let mut ever_connected = false;
     let mut notified = false;
@@ -228,28 +232,4 @@ async fn session(
     supervisor.stop(config.shutdown_grace).await;
     let _ = shared.broker.publisher.close().await;
     result
-}
-
-/// The `configd` readiness check: ready while the config `Watch` stream is connected (the
-/// fetcher keeps polling on its last snapshot meanwhile, but says so). Polls every `every`.
-fn spawn_configd_check(
-    watcher: ConfigWatcher,
-    flag: ReadyFlag,
-    every: Duration,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            match watcher.readiness("polling") {
-                Ok(()) => flag.set_ready(),
-                Err(why) => flag.set_unready(why),
-            }
-        }
-    })
 }

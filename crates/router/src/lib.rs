@@ -133,7 +133,11 @@ async fn run_with(
     tracing::info!(sqlite = config.database.is_sqlite(), "Tickets database ready.");
     let client = ConfigClient::new(&config.config_service)?;
     let watcher = ConfigWatcher::spawn(client, shutdown.child_token());
-    observe::spawn_configd_check(watcher.clone(), readiness, CHECK_EVERY, background.clone());
+    // Ready while the config Watch stream is open; routing goes on from the last snapshot.
+    let configd = watcher.clone();
+    readiness.register("configd").spawn_probe(CHECK_EVERY, background.clone(), move || {
+        std::future::ready(configd.readiness("routing"))
+    });
     let mut delay = Duration::from_millis(500);
     let mut ever_connected = false;
     let mut notified = false;
@@ -190,7 +194,8 @@ async fn run_with(
         session_token.cancel();
         let _ = checker.await;
         rabbit.set_unready("connection lost, reconnecting");
-        let _ = connection.close(200, "shutdown".into()).await;
+        // A connection that already failed may never answer the close: do not wait on it.
+        let _ = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "shutdown".into())).await;
         match result {
             Ok(s) => {
                 add(&mut stats, &s);

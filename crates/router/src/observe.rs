@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use deskmail_runtime::CancellationToken;
+use deskmail_telemetry::ReadyFlag;
 use deskmail_telemetry::router::{self as m, AutoReplySuppressed, RouteOutcome};
-use deskmail_telemetry::{Readiness, ReadyFlag};
 
 use crate::store::Outcome;
 
@@ -113,31 +113,6 @@ impl Phases {
     }
 }
 
-/// The `configd` readiness check: ready while the config `Watch` stream is connected (the
-/// router keeps routing on its last snapshot meanwhile, but says so). Polls every `every`.
-pub fn spawn_configd_check(
-    watcher: deskmail_configclient::ConfigWatcher,
-    readiness: &Readiness,
-    every: Duration,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    let flag = readiness.register("configd");
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            match watcher.readiness("routing") {
-                Ok(()) => flag.set_ready(),
-                Err(why) => flag.set_unready(why),
-            }
-        }
-    })
-}
-
 /// The `database` readiness check: a `SELECT 1` every `every` (the committer also sets it
 /// the moment a batch fails on the database, and when it answers again).
 pub fn spawn_database_check(
@@ -146,19 +121,14 @@ pub fn spawn_database_check(
     every: Duration,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
+    flag.spawn_probe(every, shutdown, move || {
+        let store = store.clone();
+        async move {
             let ping = tokio::time::timeout(every.max(Duration::from_secs(1)), store.ping()).await;
             if matches!(ping, Ok(true)) {
-                flag.set_ready();
+                Ok(())
             } else {
-                flag.set_unready("the tickets database does not answer");
+                Err("the tickets database does not answer".to_owned())
             }
         }
     })

@@ -123,6 +123,34 @@ pub struct ReadyFlag {
 }
 
 impl ReadyFlag {
+    /// Spawns a task that runs `probe` now and then every `every` until `shutdown`, and sets
+    /// this flag from its answer: ready on `Ok`, unready with the reason on `Err`.
+    pub fn spawn_probe<F, Fut>(
+        self,
+        every: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+        mut probe: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send,
+    {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                match probe().await {
+                    Ok(()) => self.set_ready(),
+                    Err(why) => self.set_unready(why),
+                }
+            }
+        })
+    }
+
     /// The check's name.
     pub fn name(&self) -> &str {
         &self.name
