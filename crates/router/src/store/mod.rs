@@ -61,7 +61,7 @@ impl Store {
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .busy_timeout(std::time::Duration::from_secs(30))
         });
-        let db = Database::connect(options).await?;
+        let db = connect(options).await?;
         migrate(&db).await?;
         Ok(Self { db })
     }
@@ -97,6 +97,35 @@ impl Store {
     }
 }
 
+/// Connects. A SQLite file another process is creating or switching to WAL at this moment
+/// answers "database is locked" to the connection's own PRAGMAs (the busy timeout does not
+/// cover the journal-mode switch): tried again for up to 10 s, like the migrations below.
+async fn connect(options: ConnectOptions) -> Result<DatabaseConnection, DbErr> {
+    let mut attempt = 0;
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(e) if attempt < 100 && is_sqlite_busy(&e) => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "SQLite file busy at connect; trying again.");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), the answers of a file another connection holds.
+fn is_sqlite_busy(e: &DbErr) -> bool {
+    let sqlx = match e {
+        DbErr::Conn(sea_orm::RuntimeErr::SqlxError(s)) | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(s)) => s,
+        _ => return false,
+    };
+    match sqlx.as_database_error() {
+        Some(d) => matches!(d.code().as_deref(), Some("5" | "6" | "261" | "517" | "773")),
+        None => false,
+    }
+}
+
 /// Runs the migrations. On PostgreSQL inside a transaction holding an advisory lock, so
 /// routers starting together on one database migrate one after the other (SQLite serialises
 /// writers by itself).
@@ -122,4 +151,27 @@ async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     tx.execute_unprepared("SELECT pg_advisory_xact_lock(7301946115)").await?;
     migration::Migrator::up(&tx, None).await?;
     tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Routers starting together on a new SQLite file: every one connects and migrates
+    /// (the busy answers of the journal-mode switch and of the migrations are waited out).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn routers_opening_one_new_sqlite_file_together_all_succeed() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}/tickets.db?mode=rwc", dir.path().display());
+            let opens = (0..6).map(|_| {
+                let cfg =
+                    DatabaseConfig { url: deskmail_config::Secret::new(url.clone()), max_connections: 2 };
+                tokio::spawn(async move { Store::open(&cfg).await.map(|_| ()) })
+            });
+            for open in futures::future::join_all(opens).await {
+                open.expect("task").unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
+    }
 }
