@@ -35,6 +35,21 @@ pub struct Item {
     pub plan: Plan,
 }
 
+impl Item {
+    /// SHA-256 (hex) of the mailbox id and the raw mail: the second dedup key. The same
+    /// bytes in the same mailbox under a new source id are a re-fetch (a server that lost its
+    /// UID assignments, a restored mailbox), not a new mail: every delivery an MTA makes
+    /// carries its own `Received:` trace and queue id, so two real mails never share it.
+    pub fn content_key(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.mailbox_id.as_deref().unwrap_or("").as_bytes());
+        h.update([0u8]);
+        h.update(&self.raw);
+        hex::encode(h.finalize())
+    }
+}
+
 /// What became of one mail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -144,18 +159,21 @@ async fn write(
     let article_ids: Vec<Option<String>> =
         items.iter().map(|it| matches!(it.plan, Plan::Article(_)).then(new_id)).collect();
 
-    // 1. Dedup: first occurrence in the batch, then the processed-source log.
+    // 1. Dedup, by source id and by content key: first occurrence in the batch, then the
+    //    processed-source log.
+    let content_keys: Vec<String> = items.iter().map(Item::content_key).collect();
     let mut seen = HashSet::new();
+    let mut seen_content = HashSet::new();
     let mut candidates = Vec::new();
     for (i, it) in items.iter().enumerate() {
-        if seen.insert(it.source_id.as_str()) {
+        if seen.insert(it.source_id.as_str()) && seen_content.insert(content_keys[i].as_str()) {
             candidates.push(i);
         } else {
             outcomes[i] = Some(Outcome::Duplicate);
         }
     }
     let mut clock = StepClock::new();
-    let fresh = insert_processed(tx, items, &candidates, &article_ids, now).await?;
+    let fresh = insert_processed(tx, items, &candidates, &article_ids, &content_keys, now).await?;
     clock.mark(0);
     let mut duplicates = Vec::new();
     let mut work = Vec::new();

@@ -112,6 +112,9 @@ pub mod processed {
         pub note: Option<String>,
         pub raw: Option<Vec<u8>>,
         pub processed_at: i64,
+        /// SHA-256 (hex) of the mailbox id and the raw mail: unique, so the same bytes
+        /// fetched again under a new source id (a server that lost its UIDs) are a duplicate.
+        pub content_key: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

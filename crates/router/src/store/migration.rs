@@ -14,7 +14,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(BlobStorage)]
+        vec![Box::new(Initial), Box::new(BlobStorage), Box::new(ContentKey)]
     }
 }
 
@@ -89,6 +89,7 @@ enum ProcessedSources {
     Note,
     Raw,
     ProcessedAt,
+    ContentKey,
 }
 
 #[derive(DeriveIden)]
@@ -333,5 +334,51 @@ impl MigrationTrait for BlobStorage {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The content key of the processed-source log (see `entity::processed`): a nullable column
+/// (rows written before it have none, and NULLs never collide) with a unique index.
+struct ContentKey;
+
+impl MigrationName for ContentKey {
+    fn name(&self) -> &str {
+        "m3_processed_content_key"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ContentKey {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table(ProcessedSources::Table)
+                .add_column(string_null(ProcessedSources::ContentKey))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("processed_sources_content_key")
+                .table(ProcessedSources::Table)
+                .col(ProcessedSources::ContentKey)
+                .unique()
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_index(
+            Index::drop().name("processed_sources_content_key").table(ProcessedSources::Table).to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(ProcessedSources::Table)
+                .drop_column(ProcessedSources::ContentKey)
+                .to_owned(),
+        )
+        .await
     }
 }

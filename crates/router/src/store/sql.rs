@@ -15,12 +15,15 @@ fn sql(e: sea_orm::sea_query::error::Error) -> DbErr {
     DbErr::Custom(e.to_string())
 }
 
-/// Inserts the processed-source rows; returns the source ids that were new.
+/// Inserts the processed-source rows; returns the source ids that were new. A row whose
+/// source id or content key is already there is left out (`ON CONFLICT DO NOTHING` without a
+/// target covers both unique keys).
 pub(super) async fn insert_processed(
     tx: &DatabaseTransaction,
     items: &[Item],
     candidates: &[usize],
     article_ids: &[Option<String>],
+    content_keys: &[String],
     now: i64,
 ) -> Result<HashSet<String>, DbErr> {
     use processed::Column as C;
@@ -35,6 +38,7 @@ pub(super) async fn insert_processed(
             C::Note,
             C::Raw,
             C::ProcessedAt,
+            C::ContentKey,
         ]);
         for &i in chunk {
             let it = &items[i];
@@ -52,10 +56,11 @@ pub(super) async fn insert_processed(
                 note.into(),
                 raw.into(),
                 now.into(),
+                content_keys[i].clone().into(),
             ])
             .map_err(sql)?;
         }
-        stmt.on_conflict(OnConflict::column(C::SourceId).do_nothing().to_owned()).returning_col(C::SourceId);
+        stmt.on_conflict(OnConflict::new().do_nothing().to_owned()).returning_col(C::SourceId);
         for row in tx.query_all(&stmt).await? {
             fresh.insert(row.try_get::<String>("", "source_id")?);
         }

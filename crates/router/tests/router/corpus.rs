@@ -57,7 +57,11 @@ async fn every_corpus_mail_becomes_an_article_or_a_dead_letter(db: Db) {
                 .header("x-mailbox-id", inbox.as_str())
         })
         .collect();
-    let total = messages.len() as u64;
+    // Some projects ship the same mail byte for byte: in one mailbox those are one mail
+    // (the router's content key), so the count to wait for is that of distinct contents.
+    let contents: std::collections::HashSet<&[u8]> = messages.iter().map(|m| m.payload.as_ref()).collect();
+    let total = contents.len() as u64;
+    eprintln!("{} corpus files, {total} distinct contents", messages.len());
     assert!(env.publisher.publish_all(messages).await.iter().all(Result::is_ok));
     env.start_router().await;
 

@@ -14,6 +14,7 @@ use crate::on_both_stores;
 
 on_both_stores!(
     five_deliveries_one_article,
+    refetched_under_a_new_source_id_is_one_article,
     outbox_of_a_crashed_run_is_published_on_redelivery,
     two_routers_one_queue_one_database,
     no_consuming_before_configd_answers,
@@ -40,6 +41,35 @@ async fn five_deliveries_one_article(db: Db) {
     let events = env.events().await;
     assert_eq!(events.iter().filter(|e| e["source_id"] == "test:five").count(), 1, "{events:?}");
     assert_eq!(env.jobs().await.len(), 1, "one auto-reply");
+}
+
+/// A server that lost its UID assignments hands the same bytes out again under new UIDs:
+/// the content key makes them duplicates, in one batch and across batches. The same bytes in
+/// another mailbox are another mail.
+async fn refetched_under_a_new_source_id_is_one_article(db: Db) {
+    let mut env = Env::new(db).await;
+    let inbox = env.ids.inbox.clone();
+    let other = env.ids.billing_box.clone();
+    let raw = mail("c@cust.test", "support@desk.test", "fetched twice", "twice@cust.test", "", "x");
+    env.publish("imap:test:1:41", &inbox, &raw).await;
+    env.publish("imap:test:2:1", &inbox, &raw).await;
+    env.start_router().await;
+    env.wait_processed(1).await;
+    env.publish("imap:test:3:1", &inbox, &raw).await;
+    env.publish("imap:billing:1:1", &other, &raw).await;
+    env.publish(
+        "imap:test:3:2",
+        &inbox,
+        &mail("c@cust.test", "support@desk.test", "fetched twice", "twice@cust.test", "", "y"),
+    )
+    .await;
+    env.wait_processed(3).await;
+    env.stop_router().await;
+    assert_eq!(env.count_articles().await, 3, "one per mailbox, and the changed body");
+    assert_eq!(env.article("imap:test:1:41").await.subject, "fetched twice");
+    assert_eq!(env.article("imap:billing:1:1").await.subject, "fetched twice");
+    let events = env.events().await;
+    assert_eq!(events.len(), 3, "{events:?}");
 }
 
 /// A router that committed a batch and died before publishing: the redelivered mail is a
