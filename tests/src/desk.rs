@@ -396,6 +396,8 @@ pub struct Received {
     pub from: String,
     pub message_id: String,
     pub auto_submitted: String,
+    /// The sender's `X-Deskmail-Job-Id` (empty on mail the sender did not send).
+    pub job_id: String,
     pub text: String,
 }
 
@@ -420,6 +422,7 @@ impl Received {
             from: get("From"),
             message_id: get("Message-ID"),
             auto_submitted: get("Auto-Submitted"),
+            job_id: get("X-Deskmail-Job-Id"),
             text,
         }
     }

@@ -42,9 +42,20 @@ pub enum BuildError {
     Lettre(String),
 }
 
-/// `<unique@domain>` on the box's sender domain.
-pub fn new_message_id(b: &OutboundBox) -> String {
-    format!("<{}@{}>", uuid::Uuid::now_v7().simple(), b.from.email.domain())
+/// The namespace of [`message_id_for`]'s name-based UUIDs.
+const MESSAGE_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6465_736b_6d61_696c_8000_6a6f_625f_6964);
+
+/// `<uuid@domain>` on the box's sender domain, the UUID derived from the job id (RFC 9562
+/// version 5): every attempt at one job carries the same Message-ID. A mail sent twice
+/// because a crash fell between the server's 250 and the sent-log record (RFC 5321 section
+/// 6.1) is then one message to the recipient, who can drop the copy, and the `mail.sent`
+/// event names the Message-ID that arrived.
+pub fn message_id_for(job_id: &str, b: &OutboundBox) -> String {
+    format!(
+        "<{}@{}>",
+        uuid::Uuid::new_v5(&MESSAGE_ID_NAMESPACE, job_id.as_bytes()).simple(),
+        b.from.email.domain()
+    )
 }
 
 /// `[Ticket#N] subject` unless the subject already names `Ticket#N`.
@@ -312,6 +323,16 @@ mod tests {
         assert_eq!(rcpts, ["customer@client.test", "hidden@client.test"]);
         assert!(raw.contains("Acme Support"), "footer: {raw}");
         assert_eq!(built.sender_header.map(|a| a.to_string()).as_deref(), Some("relay-user@desk.test"));
+    }
+
+    #[test]
+    fn message_id_is_the_same_for_every_attempt_at_a_job() {
+        let b = the_box(false);
+        let first = message_id_for("job-42", &b);
+        assert_eq!(first, message_id_for("job-42", &b));
+        assert_ne!(first, message_id_for("job-43", &b));
+        assert!(first.starts_with('<') && first.ends_with("@desk.test>"), "{first}");
+        assert_eq!(first.len(), "<".len() + 32 + "@desk.test>".len(), "{first}");
     }
 
     #[test]

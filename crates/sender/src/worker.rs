@@ -190,7 +190,7 @@ async fn handle_inner(shared: &Shared, delivery: &Delivery) -> Outcome {
         &valid,
         &entry.settings,
         hook,
-        message::new_message_id(&entry.settings),
+        message::message_id_for(&job_id, &entry.settings),
         SystemTime::now(),
     ) {
         Ok(b) => b,

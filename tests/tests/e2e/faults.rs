@@ -109,6 +109,7 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
 
     // The faults: each one once in order, then pseudo-random ones (soak).
     let mut seed: u64 = u64::from(run) | 1;
+    let (mut sender_kills, mut dovecot_restarts) = (0usize, 0usize);
     for i in 0..faults {
         let fault = ROUND.get(i).copied().unwrap_or_else(|| {
             seed ^= seed << 13;
@@ -120,6 +121,11 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
         // would fail the client, not deskmail, so Postfix restarts once the feeder is done.
         if matches!(fault, Fault::PostfixRestart) && !feeder.is_finished() {
             continue;
+        }
+        match fault {
+            Fault::Kill(Daemon::Sender) => sender_kills += 1,
+            Fault::DovecotRestart => dovecot_restarts += 1,
+            _ => {}
         }
         inject(&mut desk, fault, configd_down).await;
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -210,7 +216,56 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
             m.subject.split("[Ticket#").nth(1).and_then(|r| r.split(']').next()).map(str::to_owned)
         })
         .collect();
-    assert_eq!(replies.len(), tickets, "auto-replies delivered: none lost, none twice");
+    // Copies by job id. Every attempt at a job carries one Message-ID (derived from the job
+    // id), so one job is one message. Beyond one copy in the mailbox there are two sources:
+    // Postfix accepted the job twice (the sender was killed between Postfix's 250 and its
+    // sent-log record: RFC 5321 section 6.1's window, at most one per connection in use at
+    // that kill), or Postfix delivered its one queue file twice (Dovecot killed after saving
+    // but before answering LMTP). Postfix's log tells them apart: one `message-id=` line per
+    // accepted transaction.
+    let mut by_job: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for m in &replies {
+        by_job.entry(m.job_id.as_str()).or_default().insert(m.message_id.as_str());
+    }
+    assert!(!by_job.contains_key(""), "a mail without a job id in the customer's mailbox");
+    let split: Vec<_> = by_job.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(split.is_empty(), "jobs sent under two Message-IDs: {split:?}");
+    let postfix_log = std::fs::read_to_string(desk.stack.postfix_log_path()).unwrap_or_default();
+    let mut accepted: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in postfix_log.lines().filter(|l| l.contains("/cleanup[")) {
+        if let Some(id) = line.split("message-id=").nth(1) {
+            *accepted.entry(id.trim()).or_default() += 1;
+        }
+    }
+    let unseen: Vec<_> =
+        by_job.values().flatten().filter(|id| !accepted.contains_key(**id)).take(5).collect();
+    assert!(unseen.is_empty(), "auto-replies Postfix's log never accepted: {unseen:?}");
+    let accepted = &accepted;
+    let resent: Vec<(&str, usize)> = by_job
+        .iter()
+        .flat_map(|(job, ids)| ids.iter().map(move |id| (*job, accepted.get(id).copied().unwrap_or(0))))
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    let resends: usize = resent.iter().map(|(_, n)| n - 1).sum();
+    let downstream_copies = replies.len().saturating_sub(by_job.len() + resends);
+    eprintln!(
+        "auto-replies: {} in the mailbox for {} jobs: {resends} sent twice inside the RFC 5321 window \
+         ({sender_kills} sender kills), {downstream_copies} second LMTP deliveries by Postfix",
+        replies.len(),
+        by_job.len()
+    );
+    // The sender's pool: at most 8 connections per box, so at most 8 transactions between
+    // their 250 and the record at one kill.
+    assert!(
+        resends <= sender_kills * 8,
+        "jobs sent twice beyond the RFC 5321 window of {sender_kills} kills: {resent:?}\nsender:\n{}",
+        desk.log(Daemon::Sender)
+    );
+    assert!(
+        downstream_copies <= dovecot_restarts * 20,
+        "{downstream_copies} second LMTP deliveries after {dovecot_restarts} Dovecot restarts"
+    );
+    assert_eq!(by_job.len(), tickets, "auto-replies delivered: one job per ticket, none lost");
     assert_eq!(numbers.len(), tickets, "one auto-reply per ticket");
     let bounces =
         desk.count("SELECT count(*) FROM articles WHERE from_address <> 'customer@client.test'").await;
