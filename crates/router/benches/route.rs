@@ -198,8 +198,18 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
     let (conn, topology) =
         deskmail_mq::connect_and_declare(&amqp, "bench", &CancellationToken::new()).await.unwrap();
     let publisher = Publisher::new(&conn).await.unwrap().with_window(1024);
+    // The paced phase sends the same sample mails again: each gets a trace line of its own,
+    // as a second real delivery would (`Received:`), or the router's content key would make
+    // them duplicates of the first phase's mails.
     let message = |i: usize, m: &Mail, prefix: &str| {
-        OutgoingMessage::new(topology.inbound_exchange(), "mail.raw", m.raw.clone())
+        let raw = if prefix == "bench" {
+            m.raw.clone()
+        } else {
+            let mut b = format!("X-Bench-Delivery: {prefix}:{i}\r\n").into_bytes();
+            b.extend_from_slice(&m.raw);
+            Bytes::from(b)
+        };
+        OutgoingMessage::new(topology.inbound_exchange(), "mail.raw", raw)
             .content_type("message/rfc822")
             .message_id(format!("{prefix}:{i}"))
             .header("x-mailbox-id", inbox.as_str())
