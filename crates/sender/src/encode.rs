@@ -19,7 +19,7 @@ pub fn text_body(text: String) -> Body {
     if bytes.is_ascii() && !line_too_long(&text) {
         return Body::dangerous_pre_encoded(crlf(text).into_bytes(), ContentTransferEncoding::SevenBit);
     }
-    let escaped = bytes.iter().filter(|&&b| !matches!(b, b'\t' | b' '..=b'~')).count();
+    let escaped = escaped_count(bytes);
     let limit = bytes.len() / 3;
     let text = crlf(text);
     if escaped <= limit {
@@ -28,6 +28,19 @@ pub fn text_body(text: String) -> Body {
     }
     Body::new_with_encoding(text, ContentTransferEncoding::Base64)
         .unwrap_or_else(|raw| Body::new(String::from_utf8_lossy(&raw).into_owned()))
+}
+
+/// How many bytes quoted-printable must escape (all but tab and printable ASCII). Counted
+/// in blocks of 64 into a byte-wide sum, which vectorises; a plain `filter().count()` took
+/// ten times as long, more than the encoding itself.
+fn escaped_count(bytes: &[u8]) -> usize {
+    let escape = |c: u8| !matches!(c, b'\t' | b' '..=b'~');
+    let (blocks, rest) = bytes.as_chunks::<64>();
+    let mut n = 0;
+    for block in blocks {
+        n += usize::from(block.iter().fold(0u8, |sum, &c| sum + u8::from(escape(c))));
+    }
+    n + rest.iter().filter(|&&c| escape(c)).count()
 }
 
 /// Inserts a CR before every LF that lacks one.
@@ -83,8 +96,8 @@ fn quoted_printable(input: &[u8]) -> Vec<u8> {
                 out.extend_from_slice(b"=\r\n");
                 line = 0;
             }
-            let room = LIMIT - 1 - line;
-            let run = input[i..].iter().take(room).take_while(|&&c| plain(c)).count();
+            let end = input.len().min(i + (LIMIT - 1 - line));
+            let run = plain_run(&input[i..end]);
             out.extend_from_slice(&input[i..i + run]);
             line += run;
             i += run;
@@ -116,6 +129,21 @@ fn quoted_printable(input: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// How many bytes at the start of `s` are [`plain`]. Blocks of 16 are checked without an
+/// early exit inside the block, which the compiler turns into a few vector compares: the
+/// byte-by-byte scan was most of the sender's CPU per job for an 8 KiB body.
+fn plain_run(s: &[u8]) -> usize {
+    let mut n = 0;
+    let (blocks, _) = s.as_chunks::<16>();
+    for block in blocks {
+        if !block.iter().fold(true, |all, &c| all & plain(c)) {
+            break;
+        }
+        n += 16;
+    }
+    n + s[n..].iter().position(|&c| !plain(c)).unwrap_or(s.len() - n)
 }
 
 /// Printable ASCII but `=`: goes as it is anywhere on a line.
@@ -192,6 +220,33 @@ mod tests {
         assert_eq!(lines[0].len(), 76);
         assert!(lines[0].ends_with('=') && lines.last().unwrap().len() < 76, "{soft}");
         assert_eq!(soft.replace("=\r\n", ""), "y".repeat(200));
+    }
+
+    #[test]
+    fn plain_runs_stop_at_the_first_byte_to_escape() {
+        let mut s = "a".repeat(40).into_bytes();
+        assert_eq!(plain_run(&s), 40);
+        for at in [0, 5, 15, 16, 17, 31, 32, 39] {
+            let mut t = s.clone();
+            t[at] = b'=';
+            assert_eq!(plain_run(&t), at, "{at}");
+            t[at] = 0xC3;
+            assert_eq!(plain_run(&t), at, "{at}");
+        }
+        s.clear();
+        assert_eq!(plain_run(&s), 0);
+    }
+
+    #[test]
+    fn escaped_bytes_are_counted_in_and_out_of_blocks() {
+        let mut s = "a\tb c~".repeat(30).into_bytes();
+        assert_eq!(escaped_count(&s), 0);
+        for at in [0, 63, 64, 127, 128, s.len() - 1] {
+            s[at] = 0xC3;
+        }
+        s[10] = b'\n';
+        assert_eq!(escaped_count(&s), 7);
+        assert_eq!(escaped_count(&[0x80; 64]), 64);
     }
 
     #[test]
