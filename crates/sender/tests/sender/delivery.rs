@@ -254,11 +254,13 @@ async fn a_box_rate_limit_spaces_its_sends() {
     }
     running.stop().await;
     // The limiter spaces the starts of the sends by 0.5 s; the times here are when each send
-    // ended, and the first one also paid for the connection, so its gap to the second may
-    // shrink by that much. Every later gap is a whole slot.
+    // ended, so a gap shrinks by however much longer the earlier send took than the later
+    // one: the first pays for a connection, and a send that lands on a lane not yet open
+    // pays for another (up to about 150 ms on a loaded machine). No gap can shrink below
+    // the slot minus that.
     times.sort_unstable();
     let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps[1..].iter().all(|g| *g >= 400), "sends at 120/min are 0.5 s apart: gaps {gaps:?} ms");
+    assert!(gaps.iter().all(|g| *g >= 300), "sends at 120/min are 0.5 s apart: gaps {gaps:?} ms");
     let span = times[4] - times[0];
     assert!(span >= 1700, "5 sends at 120/min take about 2 s, took {span} ms (gaps {gaps:?})");
 }
