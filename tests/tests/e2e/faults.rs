@@ -154,34 +154,96 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
         let db = desk.db.url().to_owned();
         async move {
             let pool = sqlx::PgPool::connect(&db).await.unwrap();
-            let rows: Vec<(String, i64)> = sqlx::query_as(
-                "SELECT trim(both '<>' from message_id), count(*) FROM articles \
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                "SELECT trim(both '<>' from message_id), count(*), count(DISTINCT md5(raw)) FROM articles \
                  WHERE from_address = 'customer@client.test' GROUP BY 1",
             )
             .fetch_all(&pool)
             .await
             .unwrap();
             pool.close().await;
-            rows.into_iter().collect::<BTreeMap<String, i64>>()
+            rows.into_iter()
+                .map(|(id, n, distinct)| (id, (n, distinct)))
+                .collect::<BTreeMap<String, (i64, i64)>>()
         }
     };
+    // Dovecot killed in the middle of an LMTP delivery may have written the mail into the
+    // Maildir without logging it (and without answering); Postfix then delivers it again, so
+    // the server holds one more copy than the log shows, with bytes of its own (its LMTP
+    // `Received:` line). Postfix logs each such cut attempt (`status=deferred (lost
+    // connection ...`): per Message-ID, at most that many extra copies may exist.
+    let cut_attempts = |desk: &Desk| -> BTreeMap<String, i64> {
+        let log = std::fs::read_to_string(desk.stack.postfix_log_path()).unwrap_or_default();
+        let mut by_queue_id: BTreeMap<&str, &str> = BTreeMap::new();
+        for line in log.lines().filter(|l| l.contains("/cleanup[")) {
+            if let Some((head, id)) = line.split_once(": message-id=<") {
+                let qid = head.rsplit(": ").next().unwrap_or("");
+                by_queue_id.insert(qid, id.trim_end_matches('>'));
+            }
+        }
+        let mut cut = BTreeMap::new();
+        for line in log.lines().filter(|l| {
+            l.contains("/lmtp[") && l.contains("to=<support@desk.test>") && l.contains("status=deferred")
+        }) {
+            let qid = line.split(": to=<").next().and_then(|h| h.rsplit(": ").next()).unwrap_or("");
+            if let Some(id) = by_queue_id.get(qid) {
+                *cut.entry((*id).to_owned()).or_insert(0) += 1;
+            }
+        }
+        cut
+    };
+    // Exactly once: every mail Dovecot logged has its articles, no article of a Message-ID
+    // has the bytes of another (no mail made two articles), and a Message-ID has more
+    // articles than logged copies only by copies a cut LMTP attempt can explain.
+    let exact =
+        |copies: &BTreeMap<String, i64>, out: &BTreeMap<String, (i64, i64)>, cut: &BTreeMap<String, i64>| {
+            copies.len() == out.len()
+                && copies.iter().all(|(id, n)| match out.get(id) {
+                    Some((got, distinct)) => {
+                        got == distinct && got >= n && *got <= n + cut.get(id).copied().unwrap_or(0)
+                    }
+                    None => false,
+                })
+        };
     let deadline = Instant::now() + Duration::from_secs(300);
     let (copies, out) = loop {
         let copies = delivered(&desk);
         let out = articles(&desk).await;
-        if copies.len() >= mails && out == copies {
+        if copies.len() >= mails && exact(&copies, &out, &cut_attempts(&desk)) {
             break (copies, out);
         }
-        assert!(
-            Instant::now() < deadline,
-            "after 300 s: {} distinct mails in Dovecot ({} copies), {} with articles; differing: {:?}\nfetcher:\n{}\nrouter:\n{}",
-            copies.len(),
-            copies.values().sum::<i64>(),
-            out.len(),
-            copies.iter().filter(|(id, n)| out.get(*id) != Some(n)).take(10).collect::<Vec<_>>(),
-            desk.log(Daemon::Fetcher),
-            desk.log(Daemon::Router)
-        );
+        if Instant::now() >= deadline {
+            let cut = cut_attempts(&desk);
+            let differing: Vec<_> = copies
+                .iter()
+                .filter(|(id, n)| out.get(*id).map(|o| o.0) != Some(**n))
+                .map(|(id, n)| (id, n, out.get(id), cut.get(id)))
+                .take(10)
+                .collect();
+            // The articles of those mails: where each came from (source id, mailbox) and
+            // whether their bytes are the same.
+            let ids: Vec<String> = differing.iter().map(|(id, ..)| format!("<{id}>")).collect();
+            let pool = sqlx::PgPool::connect(desk.db.url()).await.unwrap();
+            let sources: Vec<String> = sqlx::query_scalar(
+                "SELECT concat_ws(' ', a.message_id, a.source_id, t.mailbox_id, octet_length(a.raw), md5(a.raw)) \
+                 FROM articles a JOIN tickets t ON t.id = a.ticket_id \
+                 WHERE a.message_id = ANY($1) ORDER BY 1",
+            )
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+            pool.close().await;
+            panic!(
+                "after 300 s: {} distinct mails in Dovecot ({} copies), {} with articles; differing (id, logged, (articles, distinct bytes), cut LMTP attempts): {differing:?}\n\
+                 their articles (message id, source id, mailbox, bytes, md5): {sources:#?}\nfetcher:\n{}\nrouter:\n{}",
+                copies.len(),
+                copies.values().sum::<i64>(),
+                out.len(),
+                desk.log(Daemon::Fetcher),
+                desk.log(Daemon::Router)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(copies.len(), mails, "every mail the customer sent reached the mailbox");
@@ -190,8 +252,9 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
         "mails in: {mails} sent, {} saved by Dovecot ({upstream_copies} second copies from LMTP retries)",
         copies.values().sum::<i64>()
     );
-    assert_eq!(out, copies, "exactly one article per mail on the server: none lost, none twice");
-    let tickets = out.values().sum::<i64>() as usize;
+    let unlogged: i64 = copies.iter().map(|(id, n)| out[id].0 - n).sum();
+    eprintln!("articles: {unlogged} for copies Dovecot saved without logging (LMTP cut by its kill)");
+    let tickets = out.values().map(|o| o.0).sum::<i64>() as usize;
 
     // Every auto-reply delivered exactly once: one per ticket.
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -208,7 +271,7 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(articles(&desk).await, copies, "still exactly one article per mail");
+    assert_eq!(articles(&desk).await, out, "still exactly one article per mail");
     let replies = desk.mailbox(CUSTOMER);
     let numbers: BTreeSet<String> = replies
         .iter()
