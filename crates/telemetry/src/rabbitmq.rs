@@ -25,19 +25,9 @@ pub fn spawn_connection_check<C>(
 where
     C: Borrow<Connection> + Send + Sync + 'static,
 {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            match unready_reason(connection.borrow().status()) {
-                None => flag.set_ready(),
-                Some(reason) => flag.set_unready(reason),
-            }
-        }
+    flag.spawn_probe(every, shutdown, move || {
+        let state = unready_reason(connection.borrow().status()).map_or(Ok(()), |why| Err(why.to_owned()));
+        async move { state }
     })
 }
 
