@@ -497,3 +497,42 @@ async fn connect_reports_an_unreachable_broker_without_the_password() -> Result<
     assert!(matches!(err, MqError::Cancelled), "{err}");
     Ok(())
 }
+
+/// A real broker stop and a `kill -9` of the node (a private node, so the shared broker is
+/// untouched): confirmed messages in the quorum queue survive both, connections are refused
+/// while the node is down, and a new connection works once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_messages_survive_a_broker_stop_and_a_node_crash() -> Result<()> {
+    init_tracing();
+    const N: u32 = 300;
+    let vhost = Vhost::create_private("mq_stop").await?;
+    let broker = vhost.broker().context("a private vhost has its node")?.clone();
+    let cfg = AmqpConfig { url: vhost.amqp_url_parsed()?, prefix: PREFIX.into(), ..AmqpConfig::default() };
+    let topo = Topology::from_config(&cfg)?;
+    let conn = connect(&cfg, "mq-stop").await?;
+    topo.declare(&conn.create_channel().await?).await?;
+    let publisher = Publisher::new(&conn).await?;
+    for i in 0..N {
+        publisher.publish_confirmed(msg(&topo, &format!("s{i}"), vec![b'x'; 2048])).await?;
+    }
+    assert_eq!(ready(&conn, &topo.inbound_queue()).await?, N);
+
+    let took = broker.stop().await?;
+    eprintln!("graceful stop took {took:?}");
+    assert!(!broker.is_running());
+    let refused = connect(&cfg, "mq-stop-down").await;
+    assert!(refused.is_err(), "the stopped broker still accepts connections");
+    assert!(conn.status().errored() || !conn.status().connected(), "the old connection is closed");
+    let took = broker.start().await?;
+    eprintln!("start took {took:?}");
+    let conn = connect(&cfg, "mq-stop-again").await?;
+    assert_eq!(ready(&conn, &topo.inbound_queue()).await?, N, "after a stop and start");
+    drop(conn);
+
+    broker.crash().await?;
+    assert!(connect(&cfg, "mq-crash-down").await.is_err());
+    broker.start().await?;
+    let conn = connect(&cfg, "mq-crash-again").await?;
+    assert_eq!(ready(&conn, &topo.inbound_queue()).await?, N, "after kill -9 and start");
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! Dev-only test kit: every test gets its own real, isolated services and tears them down.
 //!
-//! - [`rabbit::Vhost`]: a RabbitMQ vhost of its own on the local broker (management HTTP API).
+//! - [`rabbit::Vhost`]: a RabbitMQ vhost of its own on the local broker (management HTTP API),
+//!   or on a [`broker::PrivateBroker`] for the tests that stop and start the broker itself.
 //! - [`pg::Database`]: a PostgreSQL database of its own on the local server.
 //! - [`process::DaemonProcess`]: a daemon binary run as its own process (logs, signals).
 //! - [`samples`]: realistic test mails from a seed (charsets, attachments, follow-ups).
@@ -11,6 +12,7 @@
 //! which one and how to start it (`make services`). Never skip.
 //! Must not be a dependency of any daemon crate (dev-dependencies only).
 
+pub mod broker;
 pub mod mail;
 pub mod pg;
 pub mod process;

@@ -34,7 +34,7 @@ mod control;
 mod files;
 mod inject;
 mod oauth2;
-mod procs;
+pub(crate) mod procs;
 mod smtp_faults;
 
 use std::path::{Path, PathBuf};
@@ -198,11 +198,11 @@ impl MailStack {
             }
         }
 
-        let dir = make_stack_dir()?;
+        let dir = make_stack_dir("mailstack.")?;
         let path = dir.path().to_path_buf();
         // From here on, Drop cleans up whatever fails.
         let mut stack = Self {
-            watchdog: Some(procs::spawn_watchdog(&bins, &path)?),
+            watchdog: Some(procs::spawn_watchdog(&bins.sh, &bins.kill, &path)?),
             dir: Some(dir),
             path: path.clone(),
             ports: Ports::new(0),
@@ -403,17 +403,17 @@ pub const DIR_ENV: &str = "DESKMAIL_TESTKIT_DIR";
 /// bytes) plus slack: a unix socket path must fit in 107 bytes.
 const SOCKET_SUFFIX_MAX: usize = 48;
 
-/// The stack's temp dir `mailstack.XXXXXX` in [`DIR_ENV`] if set, else on tmpfs
+/// A temp dir `<prefix>XXXXXX` for a stack (or a private broker) in [`DIR_ENV`] if set, else on tmpfs
 /// (/dev/shm: Postfix fsyncs every queue file; on a disk that made 5,000 mails through
 /// SMTP to LMTP 1.3x slower end to end, 1.6x slower to accept), else in /tmp. Every parent
 /// must be traversable by uid mail/postfix (pitfall 1): both defaults are mode 1777. The
 /// watchdog and [`MailStack::stop`] find the processes and files by this path, so they
 /// work wherever it is (a stack killed with its watchdog leaves its dir behind: on tmpfs
 /// that is RAM until `rm -rf /dev/shm/mailstack.*` or a reboot).
-fn make_stack_dir() -> Result<tempfile::TempDir> {
+pub(crate) fn make_stack_dir(prefix: &str) -> Result<tempfile::TempDir> {
     let builder = || {
         let mut b = tempfile::Builder::new();
-        b.prefix("mailstack.");
+        b.prefix(prefix);
         b
     };
     let dir = match std::env::var_os(DIR_ENV).filter(|v| !v.is_empty()) {

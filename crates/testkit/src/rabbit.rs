@@ -18,20 +18,25 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 
+use crate::broker::PrivateBroker;
+
 const API_BASE: &str = "http://127.0.0.1:15672/api";
 const AMQP_HOST: &str = "127.0.0.1";
 const AMQP_PORT: u16 = 5672;
 /// `guest:guest`, base64.
-const BASIC_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
+pub(crate) const BASIC_AUTH: &str = "Basic Z3Vlc3Q6Z3Vlc3Q=";
 const HINT: &str = "run make services (scripts/ensure-services.sh)";
 /// How long management statistics may take to show a new connection (stats interval 5 s + slack).
 const STATS_WAIT: Duration = Duration::from_secs(12);
 
-/// A vhost of its own on the local broker, deleted on drop.
+/// A vhost of its own on the local broker (or on a private node), deleted on drop.
 #[derive(Debug)]
 pub struct Vhost {
     name: String,
     api: Api,
+    amqp_port: u16,
+    /// Keeps a private node alive as long as its vhost (dropped after the vhost's DELETE).
+    broker: Option<PrivateBroker>,
 }
 
 impl Vhost {
@@ -39,15 +44,34 @@ impl Vhost {
     /// permissions for `guest`. The first call in a process also deletes stale `deskmail-test-*`
     /// vhosts left behind by test processes that no longer exist.
     pub fn create(prefix: &str) -> anyhow::Result<Vhost> {
-        check_amqp_port()?;
-        let api = Api::new();
+        check_amqp_port(AMQP_PORT)?;
+        let api = Api::new(API_BASE.to_owned());
         static SWEEP: Once = Once::new();
         SWEEP.call_once(|| api.sweep_stale());
+        Vhost::create_with(api, AMQP_PORT, None, prefix)
+    }
+
+    /// Creates a vhost like [`Vhost::create`] on a private node of its own (started here,
+    /// 4-6 s), for a test that stops and starts the broker: [`Vhost::broker`].
+    pub async fn create_private(prefix: &str) -> anyhow::Result<Vhost> {
+        let broker = PrivateBroker::launch(prefix).await?;
+        let api = Api::new(broker.api_base());
+        let port = broker.amqp_port();
+        let prefix = prefix.to_owned();
+        blocking(move || Vhost::create_with(api, port, Some(broker), &prefix)).await
+    }
+
+    fn create_with(
+        api: Api,
+        amqp_port: u16,
+        broker: Option<PrivateBroker>,
+        prefix: &str,
+    ) -> anyhow::Result<Vhost> {
         let name = crate::unique(prefix);
         let v = encode(&name);
         api.send("PUT", &format!("/vhosts/{v}"), Some(serde_json::json!({})))
             .with_context(|| format!("creating vhost {name}"))?;
-        let vhost = Vhost { name, api };
+        let vhost = Vhost { name, api, amqp_port, broker };
         vhost
             .api
             .send(
@@ -64,9 +88,15 @@ impl Vhost {
         &self.name
     }
 
-    /// `amqp://guest:guest@127.0.0.1:5672/<url-encoded vhost>`.
+    /// The private node this vhost lives on ([`Vhost::create_private`]), to stop and start.
+    pub fn broker(&self) -> Option<&PrivateBroker> {
+        self.broker.as_ref()
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/<url-encoded vhost>` (port 5672 on the shared
+    /// broker).
     pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{}", encode(&self.name))
+        format!("amqp://guest:guest@{AMQP_HOST}:{}/{}", self.amqp_port, encode(&self.name))
     }
 
     /// [`Vhost::amqp_url`] as a parsed [`url::Url`].
@@ -205,6 +235,10 @@ impl Vhost {
 
 impl Drop for Vhost {
     fn drop(&mut self) {
+        if self.broker.is_some() {
+            // The whole node and its files go with it.
+            return;
+        }
         let path = format!("/vhosts/{}", encode(&self.name));
         if let Err(e) = self.api.send("DELETE", &path, None) {
             eprintln!("deskmail-testkit: could not delete vhost {}: {e:#}", self.name);
@@ -216,28 +250,29 @@ impl Drop for Vhost {
 #[derive(Clone)]
 struct Api {
     agent: ureq::Agent,
+    base: String,
 }
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(API_BASE)
+        f.write_str(&self.base)
     }
 }
 
 impl Api {
-    fn new() -> Api {
+    fn new(base: String) -> Api {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(15)))
             .http_status_as_error(false)
             .build()
             .into();
-        Api { agent }
+        Api { agent, base }
     }
 
     /// Sends a request and returns the JSON body (`Null` when empty); any non-2xx is an error,
     /// except 404 on DELETE (already gone).
     fn send(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let url = format!("{API_BASE}{path}");
+        let url = format!("{}{path}", self.base);
         let result = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("authorization", BASIC_AUTH).call(),
             ("DELETE", _) => self.agent.delete(&url).header("authorization", BASIC_AUTH).call(),
@@ -286,7 +321,7 @@ impl Api {
     }
 
     fn delete_connection(&self, name: &str, reason: &str) -> anyhow::Result<()> {
-        let url = format!("{API_BASE}/connections/{}", encode(name));
+        let url = format!("{}/connections/{}", self.base, encode(name));
         let mut resp = self
             .agent
             .delete(&url)
@@ -337,8 +372,8 @@ fn owner_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-fn check_amqp_port() -> anyhow::Result<()> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], AMQP_PORT));
+fn check_amqp_port(port: u16) -> anyhow::Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map(drop)
         .map_err(|e| anyhow!("RabbitMQ is unreachable at amqp://{addr} ({e}); {HINT}"))

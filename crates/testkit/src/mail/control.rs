@@ -78,7 +78,7 @@ impl MailStack {
         pgids.extend(pid);
         pgids.sort_unstable();
         pgids.dedup();
-        procs::kill_groups(&self.bins, &pgids, Duration::from_secs(10))
+        procs::kill_groups(&self.bins.kill, &pgids, Duration::from_secs(10))
     }
 
     /// Kills and starts Dovecot again on the same ports (mail and users are kept).
@@ -112,7 +112,7 @@ impl MailStack {
     pub(super) fn shutdown(&mut self) -> Result<()> {
         let killed = self.kill_all();
         if let Some(mut child) = self.watchdog.take() {
-            procs::stop_watchdog(&self.bins, &mut child);
+            procs::stop_watchdog(&self.bins.kill, &mut child);
         }
         let removed = match self.dir.take() {
             Some(dir) => dir.close().with_context(|| format!("remove {}", self.path.display())),

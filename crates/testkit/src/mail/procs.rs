@@ -23,7 +23,7 @@ pub(super) struct Bins {
     pub sh: PathBuf,
 }
 
-fn find_bin(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_bin(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
@@ -117,7 +117,7 @@ pub fn live_in_group(pgid: u32) -> Vec<u32> {
 /// Process groups (other than `exclude`) with a live process whose command line or
 /// environment mentions `dir`: Dovecot's `-c DIR/...` and Postfix's `MAIL_CONFIG=DIR/...`.
 /// A safety net for when a pid file is missing or stale.
-pub(super) fn groups_using(dir: &Path, exclude: Option<u32>) -> Vec<u32> {
+pub(crate) fn groups_using(dir: &Path, exclude: Option<u32>) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
     needle.push(b'/');
@@ -157,11 +157,11 @@ pub(super) fn wait_master(pid_file: &Path, comm: &str, within: Duration) -> Resu
 
 /// SIGKILL whole process groups (each master leads its own) and wait until no live
 /// process is left in them.
-pub(super) fn kill_groups(bins: &Bins, pgids: &[u32], within: Duration) -> Result<()> {
+pub(crate) fn kill_groups(kill: &Path, pgids: &[u32], within: Duration) -> Result<()> {
     if pgids.is_empty() {
         return Ok(());
     }
-    let mut cmd = Command::new(&bins.kill);
+    let mut cmd = Command::new(kill);
     cmd.args(["-KILL", "--"]).args(pgids.iter().map(|p| format!("-{p}")));
     // A non-zero exit only means a group was already gone; the check below is what counts.
     let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
@@ -179,7 +179,7 @@ pub(super) fn kill_groups(bins: &Bins, pgids: &[u32], within: Duration) -> Resul
 }
 
 /// True when something accepts connections on 127.0.0.1:`port`.
-pub(super) fn port_busy(port: u16) -> bool {
+pub(crate) fn port_busy(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
 }
@@ -198,10 +198,11 @@ pub(super) fn wait_ports(ports: &[u16], within: Duration) -> Result<()> {
     Ok(())
 }
 
-/// A detached `sh` that SIGKILLs both masters and removes `dir` if this process dies
-/// without dropping the stack (SIGKILL, a test-runner timeout, Ctrl-C). It runs in a
+/// A detached `sh` that SIGKILLs every process group mentioning `dir` (both mail masters,
+/// or a private RabbitMQ node) and removes `dir` if this process dies without dropping the
+/// stack (SIGKILL, a test-runner timeout, Ctrl-C). It runs in a
 /// process group of its own so that a signal to the test's group does not take it along.
-pub(super) fn spawn_watchdog(bins: &Bins, dir: &Path) -> Result<Child> {
+pub(crate) fn spawn_watchdog(sh: &Path, kill: &Path, dir: &Path) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     // Three rounds: a stack killed mid-start may have a master without a pid file yet,
     // so processes are also found by the dir in their command line or environment.
@@ -220,22 +221,22 @@ for round in 1 2 3; do
 done
 rm -rf "$2"
 "#;
-    Command::new(&bins.sh)
-        .args(["-c", SCRIPT, "deskmail-mailstack-watchdog"])
+    Command::new(sh)
+        .args(["-c", SCRIPT, "deskmail-testkit-watchdog"])
         .arg(std::process::id().to_string())
         .arg(dir)
-        .arg(&bins.kill) // dash's builtin kill rejects `--`
+        .arg(kill) // dash's builtin kill rejects `--`
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
-        .context("spawn the MailStack watchdog (sh)")
+        .context("spawn the test kit watchdog (sh)")
 }
 
 /// Stops the watchdog: SIGKILL its group (it and its `sleep`), then reap it.
-pub(super) fn stop_watchdog(bins: &Bins, child: &mut Child) {
-    let _ = Command::new(&bins.kill)
+pub(crate) fn stop_watchdog(kill: &Path, child: &mut Child) {
+    let _ = Command::new(kill)
         .args(["-KILL", "--", &format!("-{}", child.id())])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -244,7 +245,7 @@ pub(super) fn stop_watchdog(bins: &Bins, child: &mut Child) {
 }
 
 /// Last `n` lines of a log file, or a note that it does not exist (yet).
-pub(super) fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     match fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
