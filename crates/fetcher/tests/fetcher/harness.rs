@@ -37,11 +37,20 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Self {
+        Self::on(Vhost::create("fetcher").unwrap()).await
+    }
+
+    /// Like [`Env::new`], on a RabbitMQ node of its own that the test can stop and start
+    /// (`env.vhost.broker()`).
+    pub async fn with_private_broker() -> Self {
+        Self::on(Vhost::create_private("fetcher").await.unwrap()).await
+    }
+
+    async fn on(vhost: Vhost) -> Self {
         // PostgreSQL: configd's SQLite store answers "database is locked" under the
         // concurrent status reports and lease renewals of these tests.
         let configd = Configd::start(Db::Postgres).await;
         let admin = configd.admin().await;
-        let vhost = Vhost::create("fetcher").unwrap();
         let queue =
             admin.create_queue(pb::Queue { name: deskmail_testkit::unique("q"), ..Default::default() }).await;
         Self { configd, admin, vhost, queue_id: queue.id, dir: tempfile::tempdir().unwrap(), conn: None }

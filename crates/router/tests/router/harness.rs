@@ -87,8 +87,17 @@ pub const EVENTS_QUEUE: &str = "test.events";
 impl Env {
     /// Everything but the router.
     pub async fn new(db: Db) -> Self {
+        Self::on(db, Vhost::create("router").unwrap()).await
+    }
+
+    /// Like [`Env::new`], on a RabbitMQ node of its own that the test can stop and start
+    /// (`env.vhost.broker()`).
+    pub async fn with_private_broker(db: Db) -> Self {
+        Self::on(db, Vhost::create_private("router").await.unwrap()).await
+    }
+
+    async fn on(db: Db, vhost: Vhost) -> Self {
         let configd = Configd::start(Db::Sqlite).await;
-        let vhost = Vhost::create("router").unwrap();
         let db = TicketsDb::create(db).await;
         let amqp = deskmail_mq::AmqpConfig { url: vhost.amqp_url_parsed().unwrap(), ..Default::default() };
         let (conn, topology) =

@@ -56,15 +56,21 @@ pub const FAST_RETRIES: &str = "[retry]\ndelays = [\"1s\", \"1s\", \"1s\"]\n";
 impl Harness {
     /// Everything, with the stack's users plus `extra_users`.
     pub async fn new(name: &str, extra_users: &[(&str, &str)]) -> Self {
-        Self::build(name, extra_users, false).await
+        Self::build(name, extra_users, false, false).await
+    }
+
+    /// Like [`Harness::new`], on a RabbitMQ node of its own that the test can stop and start
+    /// (`h.vhost.broker()`).
+    pub async fn with_private_broker(name: &str) -> Self {
+        Self::build(name, &[], false, true).await
     }
 
     /// Same, and the mail stack checks XOAUTH2 tokens against a stand-in IdP (`stack.idp()`).
     pub async fn with_oauth2_idp(name: &str) -> Self {
-        Self::build(name, &[], true).await
+        Self::build(name, &[], true, false).await
     }
 
-    async fn build(name: &str, extra_users: &[(&str, &str)], idp: bool) -> Self {
+    async fn build(name: &str, extra_users: &[(&str, &str)], idp: bool, private_broker: bool) -> Self {
         let mut builder = MailStack::builder().user(SUPPORT, SUPPORT_PW).user(CUSTOMER, CUSTOMER_PW);
         for (u, p) in extra_users {
             builder = builder.user(u, p);
@@ -74,7 +80,11 @@ impl Harness {
         }
         init_logs();
         let stack = builder.start().unwrap();
-        let vhost = Vhost::create(name).unwrap();
+        let vhost = if private_broker {
+            Vhost::create_private(name).await.unwrap()
+        } else {
+            Vhost::create(name).unwrap()
+        };
         let configd = Configd::start(Db::Sqlite).await;
         let amqp = AmqpConfig { url: vhost.amqp_url_parsed().unwrap(), ..AmqpConfig::default() };
         let shutdown = CancellationToken::new();
