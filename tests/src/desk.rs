@@ -78,6 +78,16 @@ impl Desk {
     /// [`Desk::start`] with the Support queue's auto-reply on or off, and with or without the
     /// fetcher (the pipeline benchmark fills the mailbox first, then starts it).
     pub async fn start_with(auto_reply_limit: u32, auto_reply: bool, fetcher: bool) -> Desk {
+        Desk::build(auto_reply_limit, auto_reply, fetcher, Vhost::create("e2e").unwrap()).await
+    }
+
+    /// [`Desk::start`] on a RabbitMQ node of its own, which the test can stop, kill and start
+    /// (`desk.vhost.broker()`).
+    pub async fn start_on_private_broker(auto_reply_limit: u32) -> Desk {
+        Desk::build(auto_reply_limit, true, true, Vhost::create_private("e2e").await.unwrap()).await
+    }
+
+    async fn build(auto_reply_limit: u32, auto_reply: bool, fetcher: bool, vhost: Vhost) -> Desk {
         let stack = MailStack::builder()
             .user(SUPPORT, PASSWORD)
             .user(CONTRACT, PASSWORD)
@@ -86,7 +96,6 @@ impl Desk {
             .user(VICTIM, PASSWORD)
             .start()
             .unwrap();
-        let vhost = Vhost::create("e2e").unwrap();
         let db = Database::create("e2e").await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("configd.key"), "11".repeat(32)).unwrap();

@@ -159,42 +159,6 @@ impl Vhost {
         .await
     }
 
-    /// Makes the broker unavailable to this vhost only, as a stopped broker is to its clients,
-    /// without disturbing other tests on the shared broker: sets the vhost's `max-connections`
-    /// limit to 0 (new connections are refused with `530 NOT_ALLOWED`) and force-closes every
-    /// open connection of the vhost (clients see `320 CONNECTION_FORCED - <reason>`). Undo with
-    /// [`Vhost::unblock`]. Returns how many connections were closed (0 when none was open).
-    pub async fn block(&self, reason: &str) -> anyhow::Result<usize> {
-        let (api, v) = (self.api.clone(), encode(&self.name));
-        blocking(move || {
-            api.send(
-                "PUT",
-                &format!("/vhost-limits/{v}/max-connections"),
-                Some(serde_json::json!({"value": 0})),
-            )
-            .map(|_| ())
-        })
-        .await
-        .with_context(|| format!("setting max-connections 0 on vhost {}", self.name))?;
-        let (api, v, reason) = (self.api.clone(), encode(&self.name), reason.to_owned());
-        blocking(move || {
-            let names: Vec<String> = api.connections(&v)?.into_iter().map(|(n, _)| n).collect();
-            for name in &names {
-                api.delete_connection(name, &reason)?;
-            }
-            Ok(names.len())
-        })
-        .await
-    }
-
-    /// Lifts [`Vhost::block`]: clients can connect again.
-    pub async fn unblock(&self) -> anyhow::Result<()> {
-        let (api, v) = (self.api.clone(), encode(&self.name));
-        blocking(move || api.send("DELETE", &format!("/vhost-limits/{v}/max-connections"), None).map(|_| ()))
-            .await
-            .with_context(|| format!("removing the max-connections limit of vhost {}", self.name))
-    }
-
     /// The queue's total message count (ready + unacknowledged) from management statistics, or
     /// `None` while the broker has not emitted statistics for it yet. Lags by up to 5 s: prefer
     /// [`Vhost::wait_queue_message_count`] or a passive `queue.declare` for assertions.

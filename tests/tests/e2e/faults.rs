@@ -1,5 +1,5 @@
-//! Issue 8, faults: mails keep flowing while each daemon is `kill -9`ed, the broker goes away
-//! for this deployment, the router's database connections are cut, Dovecot and Postfix
+//! Issue 8, faults: mails keep flowing while each daemon is `kill -9`ed, the broker (a node
+//! of this test's own) is stopped and started, and killed and started, the router's database connections are cut, Dovecot and Postfix
 //! restart and configd is down; afterwards every mail is exactly one article and every
 //! auto-reply was delivered exactly once, and every daemon is ready again by itself.
 //!
@@ -20,18 +20,22 @@ fn env_usize(key: &str, default: usize) -> usize {
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Kill(Daemon),
-    BrokerOutage,
+    /// RabbitMQ stopped (SIGTERM, as an operator stops it), down 3 s, started.
+    BrokerStop,
+    /// RabbitMQ's node killed with SIGKILL, then started.
+    BrokerCrash,
     DatabaseCut,
     DovecotRestart,
     PostfixRestart,
     ConfigdDown,
 }
 
-const ROUND: [Fault; 9] = [
+const ROUND: [Fault; 10] = [
     Fault::Kill(Daemon::Fetcher),
     Fault::Kill(Daemon::Router),
     Fault::Kill(Daemon::Sender),
-    Fault::BrokerOutage,
+    Fault::BrokerStop,
+    Fault::BrokerCrash,
     Fault::DatabaseCut,
     Fault::DovecotRestart,
     Fault::PostfixRestart,
@@ -47,10 +51,14 @@ async fn inject(desk: &mut Desk, fault: Fault, configd_down: Duration) {
             tokio::time::sleep(Duration::from_millis(300)).await;
             desk.spawn(d).await;
         }
-        Fault::BrokerOutage => {
-            desk.vhost.block("e2e broker outage").await.unwrap();
+        Fault::BrokerStop | Fault::BrokerCrash => {
+            let broker = desk.vhost.broker().expect("the fault run has a broker of its own").clone();
+            let down =
+                if matches!(fault, Fault::BrokerStop) { broker.stop().await } else { broker.crash().await };
+            let down = down.unwrap_or_else(|e| panic!("{e:#}\n{}", broker.log_tail(40)));
             tokio::time::sleep(Duration::from_secs(3)).await;
-            desk.vhost.unblock().await.unwrap();
+            let up = broker.start().await.unwrap_or_else(|e| panic!("{e:#}\n{}", broker.log_tail(40)));
+            eprintln!("broker down in {down:?}, up again in {up:?}");
         }
         Fault::DatabaseCut => {
             let mut admin =
@@ -78,7 +86,7 @@ async fn nothing_lost_nothing_duplicated_through_kills_and_outages() {
     let mails = env_usize("E2E_MAILS", 300);
     let faults = env_usize("E2E_FAULTS", ROUND.len());
     let configd_down = Duration::from_secs(env_usize("E2E_CONFIGD_DOWN_SECS", 5) as u64);
-    let mut desk = Desk::start(u32::MAX).await;
+    let mut desk = Desk::start_on_private_broker(u32::MAX).await;
     let run = std::process::id();
 
     // The customer's mails, in chunks over one SMTP session each, while faults happen.
