@@ -31,6 +31,8 @@ const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const HINT: &str = "run make services (scripts/ensure-services.sh) to install rabbitmq-server";
 /// How long a node may take to accept AMQP and answer the management API after a start.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many sets of free ports to try when another process takes one first.
+const PORT_ATTEMPTS: usize = 3;
 /// How long a graceful stop may take before the node is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -72,24 +74,36 @@ impl PrivateBroker {
         }
         let need = |name: &str| procs::find_bin(name).with_context(|| format!("`{name}` not found in PATH"));
         let (sh, kill) = (need("sh")?, need("kill")?);
-        let dir = crate::mail::make_stack_dir("rabbitmq.")?;
-        let path = dir.path().to_path_buf();
-        let [amqp_port, api_port, dist_port] = free_ports()?;
         let clean: String = prefix.chars().filter(char::is_ascii_alphanumeric).collect();
-        let name = format!("deskmail-{clean}-{}-{}@localhost", std::process::id(), path_tag(&path));
-        let watchdog = procs::spawn_watchdog(&sh, &kill, &path)?;
-        let node = Node {
-            name,
-            path,
-            amqp_port,
-            api_port,
-            dist_port,
-            kill,
-            state: Mutex::new(State { server: None, watchdog: Some(watchdog), dir: Some(dir) }),
-        };
-        node.write_files()?;
-        node.start()?;
-        Ok(PrivateBroker { node: Arc::new(node) })
+        let mut clashes = Vec::new();
+        // The ports were free when picked; another process may take one before the node
+        // binds it. Only such a clash is worth another try.
+        for _ in 0..PORT_ATTEMPTS {
+            let dir = crate::mail::make_stack_dir("rabbitmq.")?;
+            let path = dir.path().to_path_buf();
+            let [amqp_port, api_port, dist_port] = free_ports()?;
+            let name = format!("deskmail-{clean}-{}-{}@localhost", std::process::id(), path_tag(&path));
+            let watchdog = procs::spawn_watchdog(&sh, &kill, &path)?;
+            let node = Node {
+                name,
+                path,
+                amqp_port,
+                api_port,
+                dist_port,
+                kill: kill.clone(),
+                state: Mutex::new(State { server: None, watchdog: Some(watchdog), dir: Some(dir) }),
+            };
+            node.write_files()?;
+            match node.start() {
+                Ok(()) => return Ok(PrivateBroker { node: Arc::new(node) }),
+                Err(e) if format!("{e:#}").contains("eaddrinuse") => clashes.push(format!("{e:#}")),
+                Err(e) => return Err(e),
+            }
+        }
+        bail!(
+            "no free ports for a private RabbitMQ node after {PORT_ATTEMPTS} tries:\n{}",
+            clashes.join("\n")
+        )
     }
 
     /// The node's name (`deskmail-<prefix>-<pid>-<tag>@localhost`).
