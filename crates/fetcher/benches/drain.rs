@@ -5,6 +5,11 @@
 //! 127.0.0.1. Prints msgs/s (median of the rounds) and the ratio to the fastest peer, then
 //! the fetcher's peak RSS (VmHWM) for that drain and for a mailbox of 25 MB mails.
 //!
+//! Each round also prints the CPU time each side cost: the fetcher, Dovecot (the stack's
+//! whole process group) and RabbitMQ (a node of the bench's own, so that nothing else is
+//! counted) for deskmail; mbsync itself and Dovecot for mbsync. On two cores the wall time
+//! can be no less than half the sum, which shows what bounds each rate.
+//!
 //! Needs what `make test` needs plus the Debian packages `isync` and `fetchmail`.
 //! Knobs for experiments (not `DESKMAIL_*`: the in-process configd refuses unknown ones): `DRAIN_BENCH_ROUNDS` (3), `DRAIN_BENCH_PER_POLL` (500, the
 //! fetcher's default `fetch.max_messages_per_poll`), `DRAIN_BENCH_PEERS=0` (skip the peers), `DRAIN_BENCH_WARM=0` (no untimed SELECT before the tools: the first one pays Dovecot's first sync of the new mails), `DRAIN_BENCH_LOG` (the fetcher's log filter, e.g.
@@ -21,7 +26,7 @@ use deskmail_mq::lapin::types::FieldTable;
 use deskmail_mq::lapin::{Channel, Connection, ConnectionProperties};
 use deskmail_proto::v1 as pb;
 use deskmail_testkit::mail::MailStack;
-use deskmail_testkit::process::DaemonProcess;
+use deskmail_testkit::process::{DaemonProcess, group_cpu_secs};
 use deskmail_testkit::rabbit::Vhost;
 use deskmail_testkit_configd::{Configd, Db};
 
@@ -84,6 +89,15 @@ fn cpu_secs(pid: u32) -> f64 {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// User + system CPU time of this process's children that have exited and been waited
+/// for (mbsync, fetchmail), in seconds: `cutime` + `cstime` of /proc/self/stat.
+fn children_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let ticks: u64 = fields[13].parse::<u64>().unwrap() + fields[14].parse::<u64>().unwrap();
     ticks as f64 / 100.0
 }
 
@@ -178,7 +192,9 @@ async fn main() {
     let stack = MailStack::builder().user(USER, PW).user(BIG_USER, PW).start().unwrap();
     let configd = Configd::start(Db::Postgres).await;
     let admin = configd.admin().await;
-    let vhost = Vhost::create("fetcher-bench").unwrap();
+    let vhost = Vhost::create_private("fetcherbench").await.unwrap();
+    let broker_pid = vhost.broker().and_then(|b| b.pid()).unwrap();
+    let dovecot_cpu = || group_cpu_secs(stack.dovecot_pid().unwrap());
     let queue = admin.create_queue(pb::Queue { name: "bench".into(), ..Default::default() }).await;
     let rounds = knob("DRAIN_BENCH_ROUNDS", 3).max(1);
     let per_poll = knob("DRAIN_BENCH_PER_POLL", 500).max(1);
@@ -222,14 +238,13 @@ async fn main() {
         if warm {
             warm_up(&stack);
         }
-        let (m, f) = if peers {
-            (run_mbsync(&stack, dir.path()), run_fetchmail(&stack, dir.path()))
-        } else {
-            (0.0, 0.0)
-        };
+        let (dove0, own0) = (dovecot_cpu(), children_cpu_secs());
+        let m = if peers { run_mbsync(&stack, dir.path()) } else { 0.0 };
+        let (mbsync_dovecot, mbsync_own) = (dovecot_cpu() - dove0, children_cpu_secs() - own0);
+        let f = if peers { run_fetchmail(&stack, dir.path()) } else { 0.0 };
         let _ = ch.queue_purge(QUEUE.into(), QueuePurgeOptions::default()).await;
         // deskmail: from the box being switched on in configd to the last confirm.
-        let cpu0 = cpu_secs(fetcher.pid());
+        let (cpu0, dove0, rabbit0) = (cpu_secs(fetcher.pid()), dovecot_cpu(), group_cpu_secs(broker_pid));
         let t0 = Instant::now();
         if round == 0 {
             let mut mb = deskmail_testkit_configd::imap_mailbox("bench", &queue.id, stack.imap_port(), PW);
@@ -258,10 +273,17 @@ async fn main() {
         }
         let e = N as f64 / t0.elapsed().as_secs_f64();
         let cpu = cpu_secs(fetcher.pid()) - cpu0;
+        let (dove, rabbit) = (dovecot_cpu() - dove0, group_cpu_secs(broker_pid) - rabbit0);
         set_enabled(&admin, &mailbox_id, false).await;
         println!(
             "  round {}: deskmail {d:>8.0} msgs/s ({e:.0} to an empty INBOX, fetcher CPU {cpu:.2} s)   mbsync {m:>8.0} msgs/s   fetchmail {f:>8.0} msgs/s",
             round + 1
+        );
+        println!(
+            "    CPU s: deskmail = fetcher {cpu:.2} + Dovecot {dove:.2} + RabbitMQ {rabbit:.2} = {:.2}; \
+             mbsync = mbsync {mbsync_own:.2} + Dovecot {mbsync_dovecot:.2} = {:.2}",
+            cpu + dove + rabbit,
+            mbsync_own + mbsync_dovecot
         );
         if peers {
             ratios.push(d / m.max(f));

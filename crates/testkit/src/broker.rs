@@ -126,6 +126,12 @@ impl PrivateBroker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.node.amqp_port)
     }
 
+    /// The pid of the node's server script, which leads the node's process group (for
+    /// [`crate::process::group_cpu_secs`]), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.node.lock().server.as_ref().map(Child::id)
+    }
+
     /// True while the node's server process runs.
     pub fn is_running(&self) -> bool {
         self.node.lock().server.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))

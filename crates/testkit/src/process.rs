@@ -210,3 +210,23 @@ pub async fn check_sd_notify(binary: &Path, config: &Path, dir: &Path) -> anyhow
     }
     Ok(seen)
 }
+
+/// CPU time (user + system, seconds) used so far by the live processes of process group
+/// `pgid`, including their children that have exited and been reaped (`cutime`/`cstime`):
+/// Dovecot's or Postfix's per-session processes are counted once their master reaps them.
+/// Clock ticks are 10 ms.
+pub fn group_cpu_secs(pgid: u32) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
+    let ticks: u64 = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+            // After the name: state is field 0, pgrp 2, utime 11, stime 12, cutime 13, cstime 14.
+            let times = fields.get(11..=14)?;
+            (fields.get(2)?.parse::<u32>().ok()? == pgid)
+                .then(|| times.iter().filter_map(|f| f.parse::<u64>().ok()).sum::<u64>())
+        })
+        .sum();
+    ticks as f64 / 100.0
+}
