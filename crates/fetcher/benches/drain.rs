@@ -12,7 +12,7 @@
 //!
 //! Needs what `make test` needs plus the Debian packages `isync` and `fetchmail`.
 //! Knobs for experiments (not `DESKMAIL_*`: the in-process configd refuses unknown ones): `DRAIN_BENCH_ROUNDS` (3), `DRAIN_BENCH_PER_POLL` (500, the
-//! fetcher's default `fetch.max_messages_per_poll`), `DRAIN_BENCH_PEERS=0` (skip the peers), `DRAIN_BENCH_WARM=0` (no untimed SELECT before the tools: the first one pays Dovecot's first sync of the new mails), `DRAIN_BENCH_LOG` (the fetcher's log filter, e.g.
+//! fetcher's default `fetch.max_messages_per_poll`), `DRAIN_BENCH_PEERS=0` (skip the peers), `DRAIN_BENCH_WARM=0` (no untimed read of every mail before the tools: the first one pays Dovecot's first sync of the new mails and its cold caches), `DRAIN_BENCH_MBSYNC_WRAP` (a command to run mbsync under, e.g. `perf record -g -o FILE`), `DRAIN_BENCH_LOG` (the fetcher's log filter, e.g.
 //! `warn,deskmail_fetcher=debug` for the time of each poll's phases, shown when a drain stalls).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
@@ -101,17 +101,26 @@ fn children_cpu_secs() -> f64 {
     ticks as f64 / 100.0
 }
 
-/// Whichever tool SELECTs first after a delivery pays Dovecot's first sync of the new mails:
-/// the fetcher's first SELECT + SEARCH took 0.3 to 0.5 s when it went first
-/// (`DRAIN_BENCH_PEERS=0`), 16 to 33 ms after the peers. mbsync, first in each round, paid it
-/// alone. One untimed SELECT before them all gives every tool the same mailbox state.
+/// Whichever tool reads the new mails first pays Dovecot's first sync of them (the
+/// fetcher's first SELECT + SEARCH took 0.3 to 0.5 s when it went first, 16 to 33 ms after
+/// the peers) and its cold caches: the fetcher alone (`DRAIN_BENCH_PEERS=0`) cost Dovecot
+/// 0.8 s of CPU per drain, 0.55 s after mbsync and fetchmail had read the same mails. So
+/// before any tool is timed, one untimed session SELECTs and reads every mail whole, and
+/// every tool meets the same warm mailbox.
 fn warm_up(stack: &MailStack) {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", stack.imap_port())).unwrap();
-    tcp.write_all(format!("a LOGIN {USER} {PW}\r\nb SELECT INBOX\r\nc LOGOUT\r\n").as_bytes()).unwrap();
-    let mut reply = String::new();
-    tcp.read_to_string(&mut reply).unwrap();
-    assert!(reply.contains("b OK"), "warm-up SELECT: {reply}");
+    tcp.write_all(
+        format!(
+            "a LOGIN {USER} {PW}\r\nb SELECT INBOX\r\nc FETCH 1:* (RFC822.SIZE BODY.PEEK[])\r\nd LOGOUT\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    tcp.read_to_end(&mut reply).unwrap();
+    let tail = String::from_utf8_lossy(&reply[reply.len().saturating_sub(300)..]).into_owned();
+    assert!(tail.contains("c OK"), "warm-up FETCH: {tail}");
 }
 
 fn run_mbsync(stack: &MailStack, dir: &Path) -> f64 {
@@ -130,14 +139,13 @@ fn run_mbsync(stack: &MailStack, dir: &Path) -> f64 {
         ),
     )
     .unwrap();
+    // DRAIN_BENCH_MBSYNC_WRAP: a command to run mbsync under (e.g. `perf record -g -o FILE`).
+    let wrap = std::env::var("DRAIN_BENCH_MBSYNC_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace().chain(["mbsync"]);
+    let mut cmd = Command::new(words.next().unwrap_or("mbsync"));
+    cmd.args(words);
     let t0 = Instant::now();
-    let out = Command::new("mbsync")
-        .arg("-c")
-        .arg(&rc)
-        .arg("-q")
-        .arg("bench")
-        .output()
-        .expect("mbsync (apt-get install isync)");
+    let out = cmd.arg("-c").arg(&rc).arg("-q").arg("bench").output().expect("mbsync (apt-get install isync)");
     let secs = t0.elapsed().as_secs_f64();
     assert!(out.status.success(), "mbsync: {}", String::from_utf8_lossy(&out.stderr));
     let got = std::fs::read_dir(store.join("INBOX/new")).map(|d| d.count()).unwrap_or(0)
@@ -201,7 +209,16 @@ async fn main() {
     let peers = knob("DRAIN_BENCH_PEERS", 1) != 0;
     let warm = knob("DRAIN_BENCH_WARM", 1) != 0;
     let log = std::env::var("DRAIN_BENCH_LOG").unwrap_or_else(|_| "warn,deskmail_fetcher=info".into());
-    let dir = tempfile::tempdir().unwrap();
+    // The peers write 10,000 files a round (and the bench deletes them after it): on a disk
+    // file system mbsync then spent 2.9-5 s of its own CPU in ext4's inode allocator
+    // (`find_inode_bit`, `recently_deleted`, seen with perf) instead of 0.6 s, which made its
+    // rate bimodal (about 2,000 or 10,000 msgs/s). On tmpfs, as the mail stack itself is, it
+    // runs at its own speed every round.
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
     let config = dir.path().join("fetcher.toml");
     std::fs::write(
         &config,
@@ -227,6 +244,7 @@ async fn main() {
     let mails: Vec<Vec<u8>> = (0..N).map(|i| mail(i, SIZE)).collect();
     let (mut ours, mut mbsync, mut fetchmail) = (Vec::new(), Vec::new(), Vec::new());
     let (mut emptied, mut ratios) = (Vec::new(), Vec::new());
+    let (mut cpu_ours, mut cpu_mbsync) = (Vec::new(), Vec::new());
     let mut mailbox_id = String::new();
     println!(
         "fetcher drain bench: {N} mails of {SIZE} bytes, plain IMAP on 127.0.0.1, {rounds} rounds, \
@@ -285,6 +303,8 @@ async fn main() {
             cpu + dove + rabbit,
             mbsync_own + mbsync_dovecot
         );
+        cpu_ours.push(cpu + dove + rabbit);
+        cpu_mbsync.push(mbsync_own + mbsync_dovecot);
         if peers {
             ratios.push(d / m.max(f));
         }
@@ -312,6 +332,14 @@ async fn main() {
         let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!("ratio in each round: {} (median {:.2})", each.join(" / "), median(ratios.clone()));
     }
+    // Two cores: a drain can take no less than half the CPU time all its processes need.
+    let (co, cm) = (median(cpu_ours), median(cpu_mbsync));
+    println!(
+        "median CPU s per drain: deskmail {co:.2} (fetcher + Dovecot + RabbitMQ), mbsync {cm:.2} (mbsync + Dovecot); \
+         on 2 cores at most {:.0} and {:.0} msgs/s",
+        N as f64 / (co / 2.0),
+        if cm > 0.0 { N as f64 / (cm / 2.0) } else { 0.0 }
+    );
     println!("fetcher peak RSS (VmHWM) after the 8 KiB drains: {:.1} MB", hwm_small as f64 / 1024.0);
     fetcher.terminate(Duration::from_secs(30)).unwrap();
 
