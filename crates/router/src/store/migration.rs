@@ -14,7 +14,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(BlobStorage), Box::new(ContentKey)]
+        vec![Box::new(Initial), Box::new(BlobStorage), Box::new(ContentKey), Box::new(TextCompression)]
     }
 }
 
@@ -380,5 +380,68 @@ impl MigrationTrait for ContentKey {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// PostgreSQL 14 or later built with lz4: the mail's text (raw mail, plain and HTML body, raw
+/// ignored mail) is compressed with lz4 instead of stored as is (raw mail) or with pglz
+/// (bodies). Text mail shrinks to about half, so fewer TOAST chunks and half the WAL per
+/// article, for a few microseconds of CPU per mail; lz4 gives up quickly on what does not
+/// compress. Attachment content (images, PDFs, archives) stays uncompressed. A server without
+/// lz4 keeps the earlier storage; nothing to do on SQLite.
+struct TextCompression;
+
+impl MigrationName for TextCompression {
+    fn name(&self) -> &str {
+        "m4_text_lz4"
+    }
+}
+
+const TEXT_COLUMNS: [(&str, &str); 4] =
+    [("articles", "raw"), ("articles", "body_text"), ("articles", "body_html"), ("processed_sources", "raw")];
+
+async fn has_lz4(m: &SchemaManager<'_>) -> Result<bool, DbErr> {
+    if m.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(false);
+    }
+    let row = m
+        .get_connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) AS n FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)",
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0) > 0)
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TextCompression {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if !has_lz4(m).await? {
+            return Ok(());
+        }
+        let db = m.get_connection();
+        for (table, column) in TEXT_COLUMNS {
+            db.execute_unprepared(&format!(
+                "ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTENDED, ALTER COLUMN {column} SET COMPRESSION lz4"
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if !has_lz4(m).await? {
+            return Ok(());
+        }
+        let db = m.get_connection();
+        for (table, column) in TEXT_COLUMNS {
+            let storage = if column == "raw" { "EXTERNAL" } else { "EXTENDED" };
+            db.execute_unprepared(&format!(
+                "ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE {storage}, ALTER COLUMN {column} SET COMPRESSION pglz"
+            ))
+            .await?;
+        }
+        Ok(())
     }
 }
