@@ -26,7 +26,7 @@ use deskmail_mq::lapin::types::FieldTable;
 use deskmail_mq::lapin::{Channel, Connection, ConnectionProperties};
 use deskmail_proto::v1 as pb;
 use deskmail_testkit::mail::MailStack;
-use deskmail_testkit::process::{DaemonProcess, group_cpu_secs};
+use deskmail_testkit::process::{DaemonProcess, group_cpu_secs, pid_cpu_secs};
 use deskmail_testkit::rabbit::Vhost;
 use deskmail_testkit_configd::{Configd, Db};
 
@@ -80,16 +80,6 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// User + system CPU time of a process, in seconds (clock ticks of 10 ms).
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
 }
 
 /// User + system CPU time of this process's children that have exited and been waited
@@ -262,7 +252,7 @@ async fn main() {
         let f = if peers { run_fetchmail(&stack, dir.path()) } else { 0.0 };
         let _ = ch.queue_purge(QUEUE.into(), QueuePurgeOptions::default()).await;
         // deskmail: from the box being switched on in configd to the last confirm.
-        let (cpu0, dove0, rabbit0) = (cpu_secs(fetcher.pid()), dovecot_cpu(), group_cpu_secs(broker_pid));
+        let (cpu0, dove0, rabbit0) = (pid_cpu_secs(fetcher.pid()), dovecot_cpu(), group_cpu_secs(broker_pid));
         let t0 = Instant::now();
         if round == 0 {
             let mut mb = deskmail_testkit_configd::imap_mailbox("bench", &queue.id, stack.imap_port(), PW);
@@ -290,7 +280,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let e = N as f64 / t0.elapsed().as_secs_f64();
-        let cpu = cpu_secs(fetcher.pid()) - cpu0;
+        let cpu = pid_cpu_secs(fetcher.pid()) - cpu0;
         let (dove, rabbit) = (dovecot_cpu() - dove0, group_cpu_secs(broker_pid) - rabbit0);
         set_enabled(&admin, &mailbox_id, false).await;
         println!(

@@ -7,7 +7,8 @@
 //! mail-parser rate and the bare insert rate of the same rows (the store's batch commit
 //! without the broker).
 //!
-//! Also prints the router's own phase profile (parse, dispatch, insert, commit, publish and
+//! Also prints the CPU time of the pre-loaded run per process (the router, PostgreSQL, and
+//! RabbitMQ, a node of the bench's own) and the rate two cores allow at that cost, and the router's own phase profile (parse, dispatch, insert, commit, publish and
 //! confirms, ack; from its "Phase profile." log line) and the load average.
 //!
 //! `cargo bench -p deskmail-router --bench route`; `ROUTE_BENCH_MAILS=N` changes the count,
@@ -33,7 +34,7 @@ use deskmail_proto::v1 as pb;
 use deskmail_router::rules::Rules;
 use deskmail_router::store::{Item, Store, entity};
 use deskmail_runtime::CancellationToken;
-use deskmail_testkit::process::DaemonProcess;
+use deskmail_testkit::process::{DaemonProcess, command_cpu_secs, group_cpu_secs, pid_cpu_secs};
 use deskmail_testkit::rabbit::Vhost;
 use deskmail_testkit::samples::SampleGen;
 use deskmail_testkit_configd::{Configd, Db};
@@ -185,6 +186,9 @@ struct Routed {
     rss_mib: f64,
     /// The router's "Phase profile." log line.
     phases: String,
+    /// CPU seconds of the pre-loaded run: the router, PostgreSQL (every `postgres` process;
+    /// none on SQLite), RabbitMQ (a node of the bench's own).
+    cpu: [f64; 3],
 }
 
 async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, String) {
@@ -192,7 +196,9 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
     let snapshot =
         configd.daemon().await.watch().get_snapshot(pb::GetSnapshotRequest {}).await.unwrap().into_inner();
     let rules = Rules::from_snapshot(&snapshot);
-    let vhost = Vhost::create("routebench").unwrap();
+    // A node of the bench's own, so that its CPU time is the bench's alone.
+    let vhost = Vhost::create_private("routebench").await.unwrap();
+    let broker_pid = vhost.broker().and_then(|b| b.pid()).unwrap();
     let tdb = tickets_db(db).await;
     let amqp = deskmail_mq::AmqpConfig { url: vhost.amqp_url_parsed().unwrap(), ..Default::default() };
     let (conn, topology) =
@@ -235,6 +241,8 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
     let binary = Path::new(env!("CARGO_BIN_EXE_deskmail-router"));
     let mut router = DaemonProcess::spawn(binary, &["--config", config.to_str().unwrap()], &[]).unwrap();
     router.wait_for_log("Consuming.", Duration::from_secs(60)).unwrap();
+    let cpu_now = || [pid_cpu_secs(router.pid()), command_cpu_secs("postgres"), group_cpu_secs(broker_pid)];
+    let cpu0 = cpu_now();
     let start = Instant::now();
     let store = open(&tdb.url).await;
     let n = mails.len() as u64;
@@ -243,6 +251,8 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
+    let cpu1 = cpu_now();
+    let cpu = [cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2]];
     // Latency is measured at a rate the router sustains here: the target, or half the
     // measured throughput when that is lower (above it the queue grows and latency with it).
     let paced_rate = target_rate.min(rate / 2.0).max(1.0);
@@ -321,6 +331,7 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
             paced_rate: achieved,
             rss_mib,
             phases,
+            cpu,
         },
         rules,
         inbox,
@@ -393,6 +404,14 @@ fn main() {
                     r.p99_ms,
                     r.rss_mib,
                     load_average()
+                );
+                let [router_cpu, pg_cpu, rabbit_cpu] = r.cpu;
+                println!(
+                    "           CPU s of the pre-loaded run: router {router_cpu:.2} + PostgreSQL {pg_cpu:.2} + RabbitMQ {rabbit_cpu:.2} = {:.2} \
+                     ({:.0} us per mail; 2 cores allow at most {:.0} mails/s at that cost)",
+                    router_cpu + pg_cpu + rabbit_cpu,
+                    (router_cpu + pg_cpu + rabbit_cpu) * 1e6 / mails.len() as f64,
+                    2.0 * mails.len() as f64 / (router_cpu + pg_cpu + rabbit_cpu)
                 );
                 if let Some(i) = r.phases.find("batches") {
                     println!("           router phases: {}", r.phases[i..].trim());

@@ -216,16 +216,39 @@ pub async fn check_sd_notify(binary: &Path, config: &Path, dir: &Path) -> anyhow
 /// Dovecot's or Postfix's per-session processes are counted once their master reaps them.
 /// Clock ticks are 10 ms.
 pub fn group_cpu_secs(pgid: u32) -> f64 {
+    cpu_secs_where(|stat| stat.pgrp == pgid)
+}
+
+/// Like [`group_cpu_secs`], for every live process whose command name is `comm` (e.g.
+/// `postgres`: the postmaster, whose reaped backends count in its `cutime`, and the live
+/// backends).
+pub fn command_cpu_secs(comm: &str) -> f64 {
+    cpu_secs_where(|stat| stat.comm == comm)
+}
+
+/// Like [`group_cpu_secs`], for one process and its reaped children.
+pub fn pid_cpu_secs(pid: u32) -> f64 {
+    cpu_secs_where(|stat| stat.pid == pid)
+}
+
+struct Stat<'a> {
+    pid: u32,
+    comm: &'a str,
+    pgrp: u32,
+}
+
+fn cpu_secs_where(wanted: impl Fn(&Stat<'_>) -> bool) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
     let ticks: u64 = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
             // After the name: state is field 0, pgrp 2, utime 11, stime 12, cutime 13, cstime 14.
             let times = fields.get(11..=14)?;
-            (fields.get(2)?.parse::<u32>().ok()? == pgid)
-                .then(|| times.iter().filter_map(|f| f.parse::<u64>().ok()).sum::<u64>())
+            let this = Stat { pid, comm: stat.get(open + 1..close)?, pgrp: fields.get(2)?.parse().ok()? };
+            wanted(&this).then(|| times.iter().filter_map(|f| f.parse::<u64>().ok()).sum::<u64>())
         })
         .sum();
     ticks as f64 / 100.0
