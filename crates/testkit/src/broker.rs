@@ -106,11 +106,6 @@ impl PrivateBroker {
         )
     }
 
-    /// The node's name (`deskmail-<prefix>-<pid>-<tag>@localhost`).
-    pub fn node_name(&self) -> &str {
-        &self.node.name
-    }
-
     /// The AMQP port on 127.0.0.1.
     pub fn amqp_port(&self) -> u16 {
         self.node.amqp_port
@@ -119,11 +114,6 @@ impl PrivateBroker {
     /// The management API's base URL, `http://127.0.0.1:<port>/api`.
     pub fn api_base(&self) -> String {
         format!("http://127.0.0.1:{}/api", self.node.api_port)
-    }
-
-    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
-    pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.node.amqp_port)
     }
 
     /// The pid of the node's server script, which leads the node's process group (for

@@ -35,7 +35,8 @@ pub struct Vhost {
     name: String,
     api: Api,
     amqp_port: u16,
-    /// Keeps a private node alive as long as its vhost (dropped after the vhost's DELETE).
+    /// The private node the vhost lives on, kept alive as long as the vhost; dropping it
+    /// removes the node and its files, so no DELETE is sent.
     broker: Option<PrivateBroker>,
 }
 
