@@ -1,7 +1,8 @@
 //! Issue 8, faults: mails keep flowing while each daemon is `kill -9`ed, the broker (a node
 //! of this test's own) is stopped and started, and killed and started, the router's
-//! database connections are cut, Dovecot and Postfix restart and configd is down; afterwards every mail is exactly one article and every
-//! auto-reply was delivered exactly once, and every daemon is ready again by itself.
+//! database connections are cut, Dovecot and Postfix restart and configd is down;
+//! afterwards every mail is exactly one article and every auto-reply was delivered exactly
+//! once, and every daemon is ready again by itself.
 //!
 //! Short form in `make test` (E2E_MAILS=300, each fault once); `make soak` runs the long
 //! form (E2E_MAILS=5000, E2E_FAULTS=20 random faults).
