@@ -66,8 +66,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A `kB` field of /proc/<pid>/status (`VmHWM:`, `VmRSS:`).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// configd with one by-recipient mailbox and a Support queue with auto-reply.
@@ -186,6 +191,8 @@ struct Routed {
     rss_mib: f64,
     /// The router's "Phase profile." log line.
     phases: String,
+    /// RSS right after the router said `Consuming.`.
+    rss_start_mib: f64,
     /// CPU seconds of the pre-loaded run: the router, PostgreSQL (every `postgres` process;
     /// none on SQLite), RabbitMQ (a node of the bench's own).
     cpu: [f64; 3],
@@ -241,6 +248,8 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
     let binary = Path::new(env!("CARGO_BIN_EXE_deskmail-router"));
     let mut router = DaemonProcess::spawn(binary, &["--config", config.to_str().unwrap()], &[]).unwrap();
     router.wait_for_log("Consuming.", Duration::from_secs(60)).unwrap();
+    // Before the first batch (the broker is already pushing the prefetch).
+    let rss_start_mib = status_kib(router.pid(), "VmRSS:").unwrap_or(0) as f64 / 1024.0;
     let cpu_now = || [pid_cpu_secs(router.pid()), command_cpu_secs("postgres"), group_cpu_secs(broker_pid)];
     let cpu0 = cpu_now();
     let start = Instant::now();
@@ -331,6 +340,7 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
             paced_rate: achieved,
             rss_mib,
             phases,
+            rss_start_mib,
             cpu,
         },
         rules,
@@ -395,7 +405,7 @@ fn main() {
                 let bare = bare_inserts(db, &mails, &rules, &inbox).await;
                 println!(
                     "{name:<10} round {round}: routed {:>6.0} mails/s (pre-loaded queue) | bare insert {:>6.0} rows/s | ratio {:.2} | \
-                     latency at {:.0}/s: p50 {:.1} ms, p99 {:.1} ms | router peak RSS {:.1} MiB | load {}",
+                     latency at {:.0}/s: p50 {:.1} ms, p99 {:.1} ms | router peak RSS {:.1} MiB ({:.1} at start) | load {}",
                     r.rate,
                     bare,
                     r.rate / bare,
@@ -403,6 +413,7 @@ fn main() {
                     r.p50_ms,
                     r.p99_ms,
                     r.rss_mib,
+                    r.rss_start_mib,
                     load_average()
                 );
                 let [router_cpu, pg_cpu, rabbit_cpu] = r.cpu;
