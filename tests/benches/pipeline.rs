@@ -40,16 +40,6 @@ fn now_us() -> i64 {
     i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros()).unwrap()
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -327,7 +317,12 @@ async fn run() {
 
     for d in Daemon::ALL {
         if let Some(pid) = desk.pid(d) {
-            println!("peak RSS: deskmail-{:<8} {:.1} MiB", d.name(), peak_rss_mib(pid));
+            println!(
+                "peak RSS: deskmail-{:<8} {:.1} MiB",
+                d.name(),
+                deskmail_testkit::process::status_kib(pid, "VmHWM:")
+                    .map_or(f64::NAN, |kb| kb as f64 / 1024.0)
+            );
         }
     }
 

@@ -26,7 +26,9 @@ use deskmail_mq::lapin::types::FieldTable;
 use deskmail_mq::lapin::{Channel, Connection, ConnectionProperties};
 use deskmail_proto::v1 as pb;
 use deskmail_testkit::mail::MailStack;
-use deskmail_testkit::process::{DaemonProcess, group_cpu_secs, pid_cpu_secs};
+use deskmail_testkit::process::{
+    DaemonProcess, group_cpu_secs, pid_cpu_secs, reaped_children_cpu_secs, status_kib,
+};
 use deskmail_testkit::rabbit::Vhost;
 use deskmail_testkit_configd::{Configd, Db};
 
@@ -71,24 +73,6 @@ async fn count(ch: &Channel) -> u32 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// User + system CPU time of this process's children that have exited and been waited
-/// for (mbsync, fetchmail), in seconds: `cutime` + `cstime` of /proc/self/stat.
-fn children_cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
-    let ticks: u64 = fields[13].parse::<u64>().unwrap() + fields[14].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
 }
 
 /// Whichever tool reads the new mails first pays Dovecot's first sync of them (the
@@ -246,9 +230,9 @@ async fn main() {
         if warm {
             warm_up(&stack);
         }
-        let (dove0, own0) = (dovecot_cpu(), children_cpu_secs());
+        let (dove0, own0) = (dovecot_cpu(), reaped_children_cpu_secs());
         let m = if peers { run_mbsync(&stack, dir.path()) } else { 0.0 };
-        let (mbsync_dovecot, mbsync_own) = (dovecot_cpu() - dove0, children_cpu_secs() - own0);
+        let (mbsync_dovecot, mbsync_own) = (dovecot_cpu() - dove0, reaped_children_cpu_secs() - own0);
         let f = if peers { run_fetchmail(&stack, dir.path()) } else { 0.0 };
         let _ = ch.queue_purge(QUEUE.into(), QueuePurgeOptions::default()).await;
         // deskmail: from the box being switched on in configd to the last confirm.
@@ -309,7 +293,7 @@ async fn main() {
             println!("  {line}");
         }
     }
-    let hwm_small = vm_hwm_kib(fetcher.pid());
+    let hwm_small = status_kib(fetcher.pid(), "VmHWM:").unwrap();
     let (d, m, f, e) = (median(ours), median(mbsync), median(fetchmail), median(emptied));
     let best = m.max(f);
     println!(
@@ -349,7 +333,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let hwm_big = vm_hwm_kib(fetcher.pid());
+    let hwm_big = status_kib(fetcher.pid(), "VmHWM:").unwrap();
     println!(
         "fetcher peak RSS (VmHWM) draining {BIG_MAILS} mails of 25 MB: {:.1} MB ({:.1} MB/s)",
         hwm_big as f64 / 1024.0,

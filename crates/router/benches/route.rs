@@ -34,7 +34,7 @@ use deskmail_proto::v1 as pb;
 use deskmail_router::rules::Rules;
 use deskmail_router::store::{Item, Store, entity};
 use deskmail_runtime::CancellationToken;
-use deskmail_testkit::process::{DaemonProcess, command_cpu_secs, group_cpu_secs, pid_cpu_secs};
+use deskmail_testkit::process::{DaemonProcess, command_cpu_secs, group_cpu_secs, pid_cpu_secs, status_kib};
 use deskmail_testkit::rabbit::Vhost;
 use deskmail_testkit::samples::SampleGen;
 use deskmail_testkit_configd::{Configd, Db};
@@ -63,16 +63,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
-}
-
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    status_kib(pid, "VmHWM:")
-}
-
-/// A `kB` field of /proc/<pid>/status (`VmHWM:`, `VmRSS:`).
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// configd with one by-recipient mailbox and a Support queue with auto-reply.
@@ -327,7 +317,7 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
     let achieved = count as f64 / paced_start.elapsed().as_secs_f64();
     let mut latencies = receiver.await.unwrap();
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let rss_mib = vm_hwm_kib(router.pid()).unwrap_or(0) as f64 / 1024.0;
+    let rss_mib = status_kib(router.pid(), "VmHWM:").unwrap_or(0) as f64 / 1024.0;
     router.terminate(Duration::from_secs(30)).unwrap();
     let phases = router.log().into_iter().find(|l| l.contains("Phase profile.")).unwrap_or_default();
     let _ = conn.close(200, "done".into()).await;

@@ -39,20 +39,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Peak resident set size of `pid` in MiB (VmHWM).
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
-}
-
 /// CPU time (user + system) of `pid` so far, in microseconds (`/proc/<pid>/stat`, 100 Hz ticks).
 fn cpu_us(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -140,7 +126,8 @@ async fn run_sender(
     }
     let after = pids.map(|p| p.and_then(cpu_us).unwrap_or(f64::NAN));
     let cpu = [0, 1, 2].map(|i| (after[i] - before[i]) / jobs as f64);
-    let rss_mib = peak_rss_mib(sender.pid()).unwrap_or(f64::NAN);
+    let rss_mib = deskmail_testkit::process::status_kib(sender.pid(), "VmHWM:")
+        .map_or(f64::NAN, |kb| kb as f64 / 1024.0);
     ensure!(sender.terminate(Duration::from_secs(30))?.success(), "sender did not stop cleanly");
     let secs = last.duration_since(first.unwrap_or(last)).as_secs_f64().max(1e-6);
     Ok(Run { rate: (jobs - 1) as f64 / secs, rss_mib, cpu })

@@ -216,19 +216,31 @@ pub async fn check_sd_notify(binary: &Path, config: &Path, dir: &Path) -> anyhow
 /// Dovecot's or Postfix's per-session processes are counted once their master reaps them.
 /// Clock ticks are 10 ms.
 pub fn group_cpu_secs(pgid: u32) -> f64 {
-    cpu_secs_where(|stat| stat.pgrp == pgid)
+    cpu_secs_where(|stat| stat.pgrp == pgid, OWN_AND_REAPED)
 }
 
 /// Like [`group_cpu_secs`], for every live process whose command name is `comm` (e.g.
 /// `postgres`: the postmaster, whose reaped backends count in its `cutime`, and the live
 /// backends).
 pub fn command_cpu_secs(comm: &str) -> f64 {
-    cpu_secs_where(|stat| stat.comm == comm)
+    cpu_secs_where(|stat| stat.comm == comm, OWN_AND_REAPED)
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`"VmHWM:"` for the peak RSS, `"VmRSS:"`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field))?.split_whitespace().next()?.parse().ok()
+}
+
+/// CPU time (user + system, seconds) of this process's children that have exited and been
+/// waited for (`cutime` + `cstime`): the tools a bench ran with `Command::output`.
+pub fn reaped_children_cpu_secs() -> f64 {
+    cpu_secs_where(|stat| stat.pid == std::process::id(), REAPED)
 }
 
 /// Like [`group_cpu_secs`], for one process and its reaped children.
 pub fn pid_cpu_secs(pid: u32) -> f64 {
-    cpu_secs_where(|stat| stat.pid == pid)
+    cpu_secs_where(|stat| stat.pid == pid, OWN_AND_REAPED)
 }
 
 struct Stat<'a> {
@@ -237,7 +249,11 @@ struct Stat<'a> {
     pgrp: u32,
 }
 
-fn cpu_secs_where(wanted: impl Fn(&Stat<'_>) -> bool) -> f64 {
+/// Fields of `/proc/<pid>/stat` after the name: utime 11, stime 12, cutime 13, cstime 14.
+const OWN_AND_REAPED: std::ops::RangeInclusive<usize> = 11..=14;
+const REAPED: std::ops::RangeInclusive<usize> = 13..=14;
+
+fn cpu_secs_where(wanted: impl Fn(&Stat<'_>) -> bool, times: std::ops::RangeInclusive<usize>) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0.0 };
     let ticks: u64 = entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
@@ -245,11 +261,32 @@ fn cpu_secs_where(wanted: impl Fn(&Stat<'_>) -> bool) -> f64 {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let (open, close) = (stat.find('(')?, stat.rfind(')')?);
             let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
-            // After the name: state is field 0, pgrp 2, utime 11, stime 12, cutime 13, cstime 14.
-            let times = fields.get(11..=14)?;
+            // After the name: state is field 0, pgrp 2, then the times (see OWN_AND_REAPED).
+            let times = fields.get(times.clone())?;
             let this = Stat { pid, comm: stat.get(open + 1..close)?, pgrp: fields.get(2)?.parse().ok()? };
             wanted(&this).then(|| times.iter().filter_map(|f| f.parse::<u64>().ok()).sum::<u64>())
         })
         .sum();
     ticks as f64 / 100.0
+}
+
+#[cfg(test)]
+mod proc_tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(status_kib(me, "VmRSS:").is_some_and(|kb| kb > 0));
+        assert!(status_kib(me, "NoSuchField:").is_none());
+        // Burn a little CPU in a child, then wait for it: it counts once reaped.
+        let before = reaped_children_cpu_secs();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(reaped_children_cpu_secs() > before);
+        assert!(pid_cpu_secs(me) >= 0.0 && command_cpu_secs("no-such-command") == 0.0);
+    }
 }
