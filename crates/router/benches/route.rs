@@ -16,7 +16,9 @@
 //! `sqlite` runs one store only, `ROUTE_BENCH_PG_SOCKET=1` connects to PostgreSQL over its
 //! Unix socket instead of TCP (127.0.0.1, as a remote PostgreSQL would be reached),
 //! `ROUTE_BENCH_PREFETCH=N` sets the router's `amqp.prefetch` (default 400),
-//! `ROUTE_BENCH_ROUTER_TOML='batch_bytes = 2097152'` adds top-level router settings.
+//! `ROUTE_BENCH_ROUTER_TOML='batch_bytes = 2097152'` adds top-level router settings,
+//! `ROUTE_BENCH_ROUTER_WRAP='heaptrack -o /tmp/router'` runs the router under a tool;
+//! `GLIBC_TUNABLES` is passed on to the router.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -236,7 +238,22 @@ async fn routed(db: Db, mails: &[Mail], target_rate: f64) -> (Routed, Rules, Str
     )
     .unwrap();
     let binary = Path::new(env!("CARGO_BIN_EXE_deskmail-router"));
-    let mut router = DaemonProcess::spawn(binary, &["--config", config.to_str().unwrap()], &[]).unwrap();
+    // `ROUTE_BENCH_ROUTER_WRAP="heaptrack -o /tmp/router"` runs the router under a tool (the
+    // RSS and CPU figures are then the tool's process, not the router's).
+    let wrap = std::env::var("ROUTE_BENCH_ROUTER_WRAP").unwrap_or_default();
+    // glibc's malloc settings pass through (the daemon's environment is otherwise cleared).
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    let envs: &[(&str, &str)] =
+        if tunables.is_empty() { &[] } else { &[("GLIBC_TUNABLES", tunables.as_str())] };
+    let words: Vec<&str> = wrap.split_whitespace().collect();
+    let mut router = match words.split_first() {
+        Some((tool, rest)) => {
+            let mut args = rest.to_vec();
+            args.extend([binary.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+            DaemonProcess::spawn(Path::new(tool), &args, envs).unwrap()
+        }
+        None => DaemonProcess::spawn(binary, &["--config", config.to_str().unwrap()], envs).unwrap(),
+    };
     router.wait_for_log("Consuming.", Duration::from_secs(60)).unwrap();
     // Before the first batch (the broker is already pushing the prefetch).
     let rss_start_mib = status_kib(router.pid(), "VmRSS:").unwrap_or(0) as f64 / 1024.0;

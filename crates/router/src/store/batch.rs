@@ -341,8 +341,10 @@ async fn write(
         } else {
             touched.push(ticket.id.clone());
         }
+        // The rows' bytes (attachment content, bodies, raw mail) are copied in only when
+        // their statement is built, below: a batch's blobs are never all copied at once.
         for (pos, a) in p.attachments.iter().enumerate() {
-            attachments.push(attachment::Model {
+            let row = attachment::Model {
                 id: new_id(),
                 article_id: article_id.clone(),
                 position: i32::try_from(pos).unwrap_or(i32::MAX),
@@ -353,8 +355,9 @@ async fn write(
                 inline: a.inline,
                 kind: kind_name(a.kind).to_owned(),
                 sha256: a.sha256.clone(),
-                content: a.content.clone(),
-            });
+                content: Vec::new(),
+            };
+            attachments.push((row, i, pos));
         }
         let queue_name = ticket.queue_id.as_ref().and_then(|q| rules.queues.get(q)).map(|q| q.name.clone());
         let event = events::TicketEvent {
@@ -400,7 +403,7 @@ async fn write(
                 over_limit += 1;
             }
         }
-        articles.push(article::Model {
+        let row = article::Model {
             id: article_id.clone(),
             ticket_id: ticket.id.clone(),
             direction: "in".to_owned(),
@@ -413,15 +416,16 @@ async fn write(
             to_addresses: p.to.join("\n"),
             cc_addresses: p.cc.join("\n"),
             subject: p.subject.clone(),
-            body_text: p.body_text.clone(),
-            body_html: p.body_html.clone(),
-            raw: it.raw.to_vec(),
+            body_text: String::new(),
+            body_html: None,
+            raw: Vec::new(),
             parse_error: p.parse_error.clone(),
             is_auto_response: p.is_auto_response,
             is_bounce: p.is_bounce,
             bounce_info: p.bounce_info.clone(),
             created_at: now,
-        });
+        };
+        articles.push((row, i));
         outcomes[i] = Some(if created {
             Outcome::Created { article_id, ticket_number: number }
         } else {
@@ -430,9 +434,10 @@ async fn write(
     }
 
     clock.mark(3);
-    // Statements of at most 2 MiB of blobs: a few round trips per batch, and the driver's
-    // copy of the values stays small.
-    const BLOB_BYTES: usize = 2 * 1024 * 1024;
+    // Statements of at most 1 MiB of blobs (or one bigger row): a few round trips per
+    // batch, while the copies of a statement's values (ours, sea-orm's for sqlx, the
+    // driver's) stay small.
+    const BLOB_BYTES: usize = 1024 * 1024;
     insert_chunked::<ticket::Entity, _>(
         tx,
         tickets.into_iter().map(|t| (ticket::ActiveModel::from(t), 0)),
@@ -443,7 +448,12 @@ async fn write(
     clock.mark(4);
     insert_chunked::<article::Entity, _>(
         tx,
-        articles.into_iter().map(|a| {
+        articles.into_iter().map(|(mut a, i)| {
+            if let Plan::Article(p) = &items[i].plan {
+                a.body_text.clone_from(&p.body_text);
+                a.body_html.clone_from(&p.body_html);
+            }
+            a.raw = items[i].raw.to_vec();
             let size = a.raw.len() + a.body_text.len() + a.body_html.as_ref().map_or(0, String::len);
             (article::ActiveModel::from(a), size)
         }),
@@ -454,7 +464,12 @@ async fn write(
     clock.mark(5);
     insert_chunked::<attachment::Entity, _>(
         tx,
-        attachments.into_iter().map(|a| {
+        attachments.into_iter().map(|(mut a, i, pos)| {
+            if let Plan::Article(p) = &items[i].plan
+                && let Some(f) = p.attachments.get(pos)
+            {
+                a.content.clone_from(&f.content);
+            }
             let size = a.content.len();
             (attachment::ActiveModel::from(a), size)
         }),

@@ -5,7 +5,10 @@
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, IdenStatic, Iterable, Statement,
+};
 
 use super::batch::Item;
 use super::entity::{auto_reply_log, counter, outbox, processed};
@@ -156,6 +159,7 @@ pub(super) async fn record_auto_replies(
 /// Multi-row inserts of `(row, bytes)`: one statement per `max_rows` rows or `max_bytes`
 /// bytes of blobs, whichever comes first, so a batch of big mail is not copied into one
 /// huge statement (the driver holds each statement's values once more while it runs).
+/// `rows` is drawn lazily: a row's bytes need to exist only while its statement runs.
 pub(super) async fn insert_chunked<E, I>(
     tx: &DatabaseTransaction,
     rows: I,
@@ -170,16 +174,67 @@ where
     let mut buf: Vec<E::ActiveModel> = Vec::with_capacity(max_rows);
     let mut bytes = 0;
     for (row, size) in rows {
-        buf.push(row.reset_all());
+        buf.push(row);
         bytes += size;
         if buf.len() >= max_rows || bytes >= max_bytes {
-            E::insert_many(std::mem::take(&mut buf)).exec_without_returning(tx).await?;
+            insert_rows::<E>(tx, std::mem::take(&mut buf)).await?;
             bytes = 0;
         }
     }
     if !buf.is_empty() {
-        E::insert_many(buf).exec_without_returning(tx).await?;
+        insert_rows::<E>(tx, buf).await?;
     }
+    Ok(())
+}
+
+/// One `INSERT INTO t (every column) VALUES (...), (...)` of these rows, every column set.
+///
+/// Written here rather than with `insert_many`: sea-query builds a statement's values by
+/// cloning them out of the query (`build` takes `&self`), and sea-orm clones them once more
+/// for sqlx, so a mail of several MiB was held four times before the driver's own copy.
+/// Moving the values straight into the [`Statement`] drops one of those copies.
+async fn insert_rows<E>(tx: &DatabaseTransaction, rows: Vec<E::ActiveModel>) -> Result<(), DbErr>
+where
+    E: EntityTrait,
+    E::ActiveModel: ActiveModelTrait<Entity = E>,
+{
+    use std::fmt::Write as _;
+    let backend = tx.get_database_backend();
+    let columns: Vec<E::Column> = E::Column::iter().collect();
+    let mut sql = format!("INSERT INTO \"{}\" (", E::default().table_name());
+    for (k, c) in columns.iter().enumerate() {
+        let sep = if k == 0 { "" } else { ", " };
+        let _ = write!(sql, "{sep}\"{}\"", c.as_str());
+    }
+    sql.push_str(") VALUES ");
+    let mut values = Vec::with_capacity(rows.len() * columns.len());
+    for (r, mut row) in rows.into_iter().enumerate() {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for (k, c) in columns.iter().enumerate() {
+            let value = match row.take(*c) {
+                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => v,
+                ActiveValue::NotSet => {
+                    return Err(DbErr::Custom(format!(
+                        "insert into {}: column {} is not set",
+                        E::default().table_name(),
+                        c.as_str()
+                    )));
+                }
+            };
+            values.push(value);
+            let sep = if k == 0 { "" } else { ", " };
+            match backend {
+                DbBackend::Postgres => {
+                    let _ = write!(sql, "{sep}${}", values.len());
+                }
+                _ => {
+                    let _ = write!(sql, "{sep}?");
+                }
+            }
+        }
+        sql.push(')');
+    }
+    tx.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?;
     Ok(())
 }
 
