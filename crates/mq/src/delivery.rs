@@ -30,9 +30,12 @@ impl Delivery {
             routing_key,
             redelivered,
             properties,
-            data,
+            mut data,
             ..
         } = d;
+        // lapin grows a body of several frames by doubling: give the slack back (a shrink is
+        // done in place, or by `mremap` for a big block, not by a copy).
+        data.shrink_to_fit();
         Delivery(Arc::new(Inner {
             tag: delivery_tag,
             exchange,

@@ -5,6 +5,7 @@
 
 mod daemon;
 mod log;
+pub mod malloc;
 pub mod notify;
 mod shutdown;
 
