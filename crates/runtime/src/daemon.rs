@@ -58,8 +58,6 @@ where
     if let Some(format) = args.log_format {
         config.log_mut().format = format;
     }
-    // Before the runtime starts its threads (see `malloc`).
-    let malloc = crate::malloc::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -69,7 +67,6 @@ where
     };
     runtime.block_on(async move {
         init_tracing(config.log_mut());
-        tracing::debug!(?malloc, "malloc settings");
         let shutdown = match shutdown_on_signals() {
             Ok(token) => token,
             Err(e) => {

@@ -5,7 +5,6 @@
 
 mod daemon;
 mod log;
-pub mod malloc;
 pub mod notify;
 mod shutdown;
 
