@@ -440,7 +440,7 @@ async fn write(
     const BLOB_BYTES: usize = 1024 * 1024;
     insert_chunked::<ticket::Entity, _>(
         tx,
-        tickets.into_iter().map(|t| (ticket::ActiveModel::from(t), 0)),
+        tickets.into_iter().map(|t| Ok((ticket::ActiveModel::from(t), 0))),
         200,
         BLOB_BYTES,
     )
@@ -449,13 +449,12 @@ async fn write(
     insert_chunked::<article::Entity, _>(
         tx,
         articles.into_iter().map(|(mut a, i)| {
-            if let Plan::Article(p) = &items[i].plan {
-                a.body_text.clone_from(&p.body_text);
-                a.body_html.clone_from(&p.body_html);
-            }
+            let p = article_plan(&items[i])?;
+            a.body_text.clone_from(&p.body_text);
+            a.body_html.clone_from(&p.body_html);
             a.raw = items[i].raw.to_vec();
             let size = a.raw.len() + a.body_text.len() + a.body_html.as_ref().map_or(0, String::len);
-            (article::ActiveModel::from(a), size)
+            Ok((article::ActiveModel::from(a), size))
         }),
         100,
         BLOB_BYTES,
@@ -465,13 +464,12 @@ async fn write(
     insert_chunked::<attachment::Entity, _>(
         tx,
         attachments.into_iter().map(|(mut a, i, pos)| {
-            if let Plan::Article(p) = &items[i].plan
-                && let Some(f) = p.attachments.get(pos)
-            {
-                a.content.clone_from(&f.content);
-            }
+            let file = article_plan(&items[i])?.attachments.get(pos).ok_or_else(|| {
+                DbErr::Custom(format!("attachment {pos} of {} vanished within the batch", items[i].source_id))
+            })?;
+            a.content.clone_from(&file.content);
             let size = a.content.len();
-            (attachment::ActiveModel::from(a), size)
+            Ok((attachment::ActiveModel::from(a), size))
         }),
         100,
         BLOB_BYTES,
@@ -480,7 +478,7 @@ async fn write(
     clock.mark(6);
     insert_chunked::<outbox::Entity, _>(
         tx,
-        outbox_rows.iter().cloned().map(|o| (outbox::ActiveModel::from(o), 0)),
+        outbox_rows.iter().cloned().map(|o| Ok((outbox::ActiveModel::from(o), 0))),
         200,
         BLOB_BYTES,
     )
@@ -533,6 +531,14 @@ async fn write(
         steps: clock.done(),
         ..BatchOutcome::default()
     })
+}
+
+/// The article plan of a mail that has an article row (an error, not an empty row, if not).
+fn article_plan(item: &Item) -> Result<&ArticlePlan, DbErr> {
+    match &item.plan {
+        Plan::Article(p) => Ok(p),
+        _ => Err(DbErr::Custom(format!("the plan of {} is not an article", item.source_id))),
+    }
 }
 
 fn reason_of(p: &ArticlePlan) -> String {

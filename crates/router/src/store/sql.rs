@@ -159,7 +159,8 @@ pub(super) async fn record_auto_replies(
 /// Multi-row inserts of `(row, bytes)`: one statement per `max_rows` rows or `max_bytes`
 /// bytes of blobs, whichever comes first, so a batch of big mail is not copied into one
 /// huge statement (the driver holds each statement's values once more while it runs).
-/// `rows` is drawn lazily: a row's bytes need to exist only while its statement runs.
+/// `rows` is drawn lazily: a row's bytes need to exist only while its statement runs; a row
+/// that cannot be built ends the inserts with its error.
 pub(super) async fn insert_chunked<E, I>(
     tx: &DatabaseTransaction,
     rows: I,
@@ -169,11 +170,12 @@ pub(super) async fn insert_chunked<E, I>(
 where
     E: EntityTrait,
     E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
-    I: IntoIterator<Item = (E::ActiveModel, usize)>,
+    I: IntoIterator<Item = Result<(E::ActiveModel, usize), DbErr>>,
 {
     let mut buf: Vec<E::ActiveModel> = Vec::with_capacity(max_rows);
     let mut bytes = 0;
-    for (row, size) in rows {
+    for row in rows {
+        let (row, size) = row?;
         buf.push(row);
         bytes += size;
         if buf.len() >= max_rows || bytes >= max_bytes {
